@@ -1,0 +1,40 @@
+# The two commands: `make demo` and `make test`. Each creates .venv (stdlib venv) when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DURATION ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench check-python clean
+
+check-python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "nanomitter needs Python 3.11+; this is " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
+
+$(PY): | check-python
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[dev,cli,nats]'
+	@touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) examples/stockprice.py --duration $(DURATION)
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(VENV)/.installed-dev
+	$(PY) benchmarks/memory.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,53 @@
+"""Bus semantics without I/O: emitter, topics, events, codecs, counters and errors."""
+
+from .codecs import Codec, FrameDecoder, JsonCodec, MsgpackCodec, UnserializableDataError, get_codec
+from .context import TransportContext
+from .emitter import DistributedEventEmitter, new_sender_id
+from .errors import (
+    BusClosedError,
+    FrameDecodeError,
+    InvalidEventError,
+    InvalidOptionError,
+    ListenerError,
+    NanomitterError,
+    OverflowProblem,
+    Problem,
+    UnknownOptionError,
+    UnknownSchemeError,
+)
+from .event import DistributedEvent, Envelope
+from .stats import Counters, Stats
+from .subscription import Subscription
+from .topics import ANY, PatternTrie, pattern_matches, validate_pattern, validate_topic
+
+__all__ = [
+    "ANY",
+    "BusClosedError",
+    "Codec",
+    "Counters",
+    "DistributedEvent",
+    "DistributedEventEmitter",
+    "Envelope",
+    "FrameDecodeError",
+    "FrameDecoder",
+    "InvalidEventError",
+    "InvalidOptionError",
+    "JsonCodec",
+    "ListenerError",
+    "MsgpackCodec",
+    "NanomitterError",
+    "OverflowProblem",
+    "PatternTrie",
+    "Problem",
+    "Stats",
+    "Subscription",
+    "TransportContext",
+    "UnknownOptionError",
+    "UnknownSchemeError",
+    "UnserializableDataError",
+    "get_codec",
+    "new_sender_id",
+    "pattern_matches",
+    "validate_pattern",
+    "validate_topic",
+]

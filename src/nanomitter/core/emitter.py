@@ -1,0 +1,458 @@
+"""The DistributedEventEmitter: Node's EventEmitter API, with the bus semantics.
+
+Everything a transport does not need to know lives here: topic validation, pattern
+matching, listener order, echo, sequence numbering and gap counting, error isolation,
+subscriptions and ``wait_for``. The transport only moves events.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import anyio
+
+from .codecs import Reporter
+from .context import TransportContext
+from .errors import BusClosedError, FrameDecodeError, ListenerError, Problem
+from .event import DistributedEvent
+from .listeners import (
+    AsyncListenerRunner,
+    Listener,
+    Registration,
+    is_async_callable,
+    typed_call,
+)
+from .report import LogProblems
+from .stats import Counters, Stats
+from .subscription import Subscription
+from .topics import PatternTrie, validate_pattern, validate_topic
+
+if TYPE_CHECKING:
+    from ..transports.base import Transport
+
+L = TypeVar("L", bound=Listener)
+Route = tuple[tuple[Callable[[DistributedEvent], object], Registration], ...]
+
+DEFAULT_LISTENER_QUEUE = 1024
+MAX_CACHED_ROUTES = 8192
+MAX_TRACKED = 8192
+"""Bound on remembered senders, topics per sender, and own per-topic counters."""
+
+_NEW, _OPEN, _CLOSING, _CLOSED = "new", "open", "closing", "closed"
+
+
+def new_sender_id() -> str:
+    """A 21-character URL-safe id, the shape of the original nanomitter's nanoid."""
+    return secrets.token_urlsafe(16)[:21]
+
+
+class DistributedEventEmitter:
+    """An EventEmitter whose events reach every matching listener on every connected node.
+
+    Use it as an async context manager (``async with nanomitter.connect(url) as bus``);
+    listeners may be registered before or after it opens.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        service: str = "",
+        echo: bool = True,
+        on_error: Reporter | None = None,
+        listener_queue_size: int = DEFAULT_LISTENER_QUEUE,
+        close_timeout: float = 5.0,
+        sender_id: str | None = None,
+    ) -> None:
+        if listener_queue_size < 1:
+            raise ValueError(f"listener_queue_size must be >= 1, got {listener_queue_size}")
+        self.id = sender_id or new_sender_id()
+        self.service = service
+        self.echo = echo
+        self.transport = transport
+        self.listener_queue_size = listener_queue_size
+        self.close_timeout = close_timeout
+        self._report_hook: Reporter = on_error or LogProblems()
+        self._counters = Counters()
+        self._state = _NEW
+        self._trie: PatternTrie[Registration] = PatternTrie()
+        self._registrations: list[Registration] = []
+        self._pattern_refs: dict[str, int] = {}
+        self._routes: dict[str, Route] = {}
+        self._order = 0
+        self._own_seqs: dict[str, int] = {}
+        self._seen: dict[str, dict[str, int]] = {}
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    # ------------------------------------------------------------------ listeners
+
+    @overload
+    def on(self, pattern: str, listener: L, *, type: Any = None) -> L: ...
+    @overload
+    def on(self, pattern: str, listener: None = None, *, type: Any = None) -> Callable[[L], L]: ...
+
+    def on(
+        self, pattern: str, listener: L | None = None, *, type: Any = None
+    ) -> L | Callable[[L], L]:
+        """Call ``listener(event)`` for every event matching ``pattern``; returns ``listener``.
+
+        Without ``listener`` it returns a decorator. ``type=`` (a msgspec Struct or any type
+        msgspec can convert to) validates and converts ``event.data`` for this listener.
+        """
+        if listener is None:
+            return lambda fn: self._add(pattern, fn, once=False, type=type)
+        return self._add(pattern, listener, once=False, type=type)
+
+    def once(self, pattern: str, listener: L, *, type: Any = None) -> L:
+        """Like :meth:`on`, but the listener is removed before its first call."""
+        return self._add(pattern, listener, once=True, type=type)
+
+    def off(self, pattern: str, listener: Listener) -> bool:
+        """Remove the most recent registration of ``listener`` on ``pattern``.
+
+        Returns whether one was found. As in Node, a dispatch already under way still
+        calls it.
+        """
+        for registration in reversed(self._registrations):
+            if registration.pattern == pattern and registration.fn == listener:
+                self._remove(registration)
+                return True
+        return False
+
+    def remove_all_listeners(self, pattern: str | None = None) -> int:
+        """Remove every listener, or every listener on ``pattern``; returns how many."""
+        doomed = [r for r in self._registrations if pattern is None or r.pattern == pattern]
+        for registration in doomed:
+            self._remove(registration)
+        return len(doomed)
+
+    def listener_count(self, pattern: str | None = None) -> int:
+        return sum(1 for r in self._registrations if pattern is None or r.pattern == pattern)
+
+    def patterns(self) -> frozenset[str]:
+        """The patterns that currently have listeners."""
+        return frozenset(self._pattern_refs)
+
+    def _add(self, pattern: str, fn: L, *, once: bool, type: Any) -> L:
+        if not callable(fn):
+            raise TypeError(f"listener must be callable, got {fn!r}")
+        if self._state in (_CLOSING, _CLOSED):
+            raise BusClosedError("cannot add a listener: the emitter is closed")
+        validate_pattern(pattern)
+        self._order += 1
+        registration = Registration(pattern, fn, self._order, once=once, type=type)
+        call: Callable[[DistributedEvent], object] = fn
+        if is_async_callable(fn):
+            runner = AsyncListenerRunner(
+                registration, self.listener_queue_size, self._counters, self._report
+            )
+            registration.runner = runner
+            call = runner.push
+            if self._task_group is not None:
+                self._task_group.start_soon(runner.run)
+        if type is not None:
+            call = typed_call(call, registration, self._counters, self._report)
+        if once:
+            call = self._once_call(registration, call)
+        registration.call = call
+        self._registrations.append(registration)
+        self._trie.add(pattern, registration)
+        self._routes.clear()
+        refs = self._pattern_refs.get(pattern, 0)
+        self._pattern_refs[pattern] = refs + 1
+        if refs == 0:
+            self.transport.set_interest(frozenset(self._pattern_refs))
+        return fn
+
+    def _once_call(
+        self, registration: Registration, call: Callable[[DistributedEvent], object]
+    ) -> Callable[[DistributedEvent], object]:
+        def call_once(event: DistributedEvent) -> object:
+            if not registration.active:
+                return None
+            self._remove(registration)
+            return call(event)
+
+        return call_once
+
+    def _remove(self, registration: Registration) -> None:
+        if not registration.active:
+            return
+        registration.active = False
+        self._registrations.remove(registration)
+        self._trie.remove(registration.pattern, registration)
+        self._routes.clear()
+        if registration.runner is not None:
+            registration.runner.stop()
+        refs = self._pattern_refs[registration.pattern] - 1
+        if refs:
+            self._pattern_refs[registration.pattern] = refs
+        else:
+            del self._pattern_refs[registration.pattern]
+            self.transport.set_interest(frozenset(self._pattern_refs))
+
+    # ------------------------------------------------------------------ emitting
+
+    async def emit(self, topic: str | Mapping[str, Any], data: Any = None) -> None:
+        """Send ``data`` on ``topic`` to every matching listener on the bus.
+
+        Also accepts the seed's form ``emit({"topic": ..., "data": ...})``. Raises
+        ``ValueError`` for an invalid topic (wildcards are for patterns) and
+        ``TypeError`` for data the codec cannot encode, before anything is sent.
+        """
+        if type(topic) is not str:
+            topic, data = _seed_form(topic, data)
+        if self._state is not _OPEN:
+            raise BusClosedError(self._closed_reason("emit"))
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._route(topic)
+        own = self._own_seqs
+        seq = own.get(topic, 0) + 1
+        event = DistributedEvent(topic=topic, data=data, sender=self.id, seq=seq)
+        await self.transport.send(event)
+        if seq == 1 and len(own) >= MAX_TRACKED:
+            del own[next(iter(own))]  # evict the oldest topic; it restarts at 1, a reset
+        own[topic] = seq
+        self._counters.emitted += 1
+        if self.echo and route:
+            self._deliver(event, route)
+
+    # ------------------------------------------------------------------ pull style
+
+    @asynccontextmanager
+    async def subscribe(
+        self, pattern: str, *, type: Any = None, capacity: int = DEFAULT_LISTENER_QUEUE
+    ) -> AsyncIterator[Subscription]:
+        """``async with bus.subscribe("stock.>") as events: async for event in events``.
+
+        Events are queued (bounded; overflow drops the newest, counted in ``dropped``) from
+        the moment the block is entered until it is left.
+        """
+        subscription = Subscription(pattern, capacity, self._counters, self._report)
+        self._add(pattern, subscription.push, once=False, type=type)
+        try:
+            yield subscription
+        finally:
+            self.off(pattern, subscription.push)
+            subscription.close()
+
+    async def wait_for(
+        self,
+        pattern: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (the DESIGN's API, like asyncio.wait_for)
+        *,
+        type: Any = None,
+    ) -> DistributedEvent:
+        """Return the next event matching ``pattern``; ``TimeoutError`` after ``timeout`` s."""
+        caught: list[DistributedEvent] = []
+        arrived = anyio.Event()
+
+        def catch(event: DistributedEvent) -> None:
+            caught.append(event)
+            arrived.set()
+
+        self._add(pattern, catch, once=True, type=type)
+        try:
+            with anyio.move_on_after(timeout):
+                await arrived.wait()
+        finally:
+            self.off(pattern, catch)
+        if not caught:
+            raise TimeoutError(f"no event matching {pattern!r} arrived within {timeout} s")
+        return caught[0]
+
+    # ------------------------------------------------------------------ receiving
+
+    def _route(self, topic: str) -> Route:
+        """Listeners for ``topic`` in registration order (raises for an invalid topic)."""
+        validate_topic(topic)
+        matched = sorted(self._trie.match(topic), key=_by_order)
+        route: Route = tuple((r.call, r) for r in matched)
+        if len(self._routes) >= MAX_CACHED_ROUTES:
+            self._routes.clear()
+        self._routes[topic] = route
+        return route
+
+    def _deliver(self, event: DistributedEvent, route: Route) -> None:
+        self._counters.delivered += len(route)
+        for call, registration in route:
+            try:
+                call(event)
+            except Exception as exc:
+                self._counters.listener_errors += 1
+                self._report(ListenerError(event.topic, registration.fn, exc))
+
+    def _accept(self, events: list[DistributedEvent]) -> None:
+        """Dispatch a batch from the transport: drop own echoes, count gaps, deliver."""
+        me = self.id
+        seen = self._seen
+        routes = self._routes
+        counters = self._counters
+        for event in events:
+            sender = event.sender
+            if sender == me:
+                counters.own_echoes += 1
+                continue
+            counters.received += 1
+            seq = event.seq
+            if seq:
+                topics = seen.get(sender)
+                if topics is None:
+                    if len(seen) >= MAX_TRACKED:
+                        del seen[next(iter(seen))]
+                    topics = seen[sender] = {}
+                topic = event.topic
+                last = topics.get(topic)
+                if last is None:
+                    if len(topics) >= MAX_TRACKED:
+                        del topics[next(iter(topics))]
+                    topics[topic] = seq
+                elif seq == last + 1 or seq == 1:
+                    topics[topic] = seq
+                elif seq > last:
+                    counters.lost += seq - last - 1
+                    topics[topic] = seq
+                else:
+                    counters.reordered += 1
+            route = routes.get(event.topic)
+            if route is None:
+                try:
+                    route = self._route(event.topic)
+                except (ValueError, TypeError) as exc:
+                    counters.received -= 1
+                    counters.decode_errors += 1
+                    self._report(FrameDecodeError(f"bad topic from {sender!r}: {exc}"))
+                    continue
+            if route:
+                self._deliver(event, route)
+
+    async def _receive_loop(self) -> None:
+        receive = self.transport.receive
+        accept = self._accept
+        try:
+            while True:
+                accept(await receive())
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> DistributedEventEmitter:
+        if self._state is not _NEW:
+            raise BusClosedError("an emitter can be opened once; call connect() again")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        try:
+            context = TransportContext(self.id, self.service, self._counters, self._report)
+            await self.transport.open(context)
+            self.transport.set_interest(frozenset(self._pattern_refs))
+        except BaseException as exc:
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._task_group = task_group
+        self._state = _OPEN
+        task_group.start_soon(self._receive_loop)
+        for registration in self._registrations:
+            if registration.runner is not None:
+                task_group.start_soon(registration.runner.run)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group = self._task_group
+        try:
+            await self.aclose()
+        finally:
+            if task_group is not None:
+                task_group.cancel_scope.cancel()
+                await task_group.__aexit__(exc_type, exc, tb)
+        return None
+
+    async def aclose(self) -> None:
+        """Flush what was emitted (bounded linger), drain async listeners, release all.
+
+        Async listeners get up to ``close_timeout`` seconds to finish what was queued before
+        the close; what remains after that is counted in ``dropped``.
+        """
+        if self._state in (_CLOSING, _CLOSED, _NEW):
+            self._state = _CLOSED if self._state is _NEW else self._state
+            return
+        self._state = _CLOSING
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.transport.aclose()
+                runners = [r.runner for r in self._registrations if r.runner is not None]
+                for runner in runners:
+                    runner.stop()
+                with anyio.move_on_after(self.close_timeout):
+                    for runner in runners:
+                        if runner.done is not None:
+                            await runner.done.wait()
+                for runner in runners:
+                    self._counters.dropped += runner.inbox.clear()
+                    if runner.scope is not None:
+                        runner.scope.cancel()
+        finally:
+            self._state = _CLOSED
+
+    @property
+    def closed(self) -> bool:
+        return self._state in (_CLOSING, _CLOSED)
+
+    # ------------------------------------------------------------------ reporting
+
+    def stats(self) -> Stats:
+        """A snapshot of the counters (emitted, delivered, dropped, lost, errors ...)."""
+        return self._counters.snapshot()
+
+    def set_error_hook(self, hook: Reporter) -> None:
+        """Call ``hook(problem)`` for every listener error, bad frame, invalid or dropped event."""
+        self._report_hook = hook
+
+    def _report(self, problem: Problem) -> None:
+        try:
+            self._report_hook(problem)
+        except Exception:  # a broken hook must not break the receive loop
+            LogProblems()(problem)
+
+    def _closed_reason(self, action: str) -> str:
+        if self._state is _NEW:
+            return f"cannot {action}: the emitter is not open yet; use 'async with connect(...)'"
+        return f"cannot {action}: the emitter is closed"
+
+    def __repr__(self) -> str:
+        service = f" service={self.service!r}" if self.service else ""
+        return (
+            f"<DistributedEventEmitter {self.id}{service} {self._state} "
+            f"via {type(self.transport).__name__} {self.transport.address}>"
+        )
+
+
+def _by_order(registration: Registration) -> int:
+    return registration.order
+
+
+def _seed_form(event: Any, data: Any) -> tuple[str, Any]:
+    if isinstance(event, Mapping) and "topic" in event:
+        if data is not None:
+            raise TypeError("emit({'topic': ..., 'data': ...}) takes no second argument")
+        return event["topic"], event.get("data")
+    if isinstance(event, DistributedEvent):
+        return event.topic, event.data
+    raise TypeError(
+        "emit() takes a topic string and data, or a mapping {'topic': ..., 'data': ...}; "
+        f"got {type(event).__name__}"
+    )
+
+
+__all__ = ["DistributedEventEmitter", "new_sender_id"]

@@ -1,0 +1,117 @@
+"""Exceptions and problem reports.
+
+Call-site mistakes raise built-in types (``ValueError``, ``TypeError``, ``TimeoutError``) so
+users can catch them the usual way; our subclasses add the detail. Problems that happen in
+the receive loop (bad frames, failing listeners) are never raised there: they are wrapped in
+a :class:`Problem` subclass and handed to the emitter's error hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class NanomitterError(Exception):
+    """Base class of every exception nanomitter defines."""
+
+
+class UnknownSchemeError(NanomitterError, ValueError):
+    """A URL names a transport scheme that no installed transport handles."""
+
+    def __init__(self, scheme: str, known: Iterable[str]) -> None:
+        self.scheme = scheme
+        self.known = sorted(known)
+        super().__init__(
+            f"unknown bus URL scheme {scheme!r}; known schemes: "
+            f"{', '.join(s + '://' for s in self.known)} "
+            "(install a transport package that registers this scheme in the "
+            "'nanomitter.transports' entry-point group to add one)"
+        )
+
+
+class UnknownOptionError(NanomitterError, ValueError):
+    """A URL query parameter or keyword option is not one the transport knows."""
+
+    def __init__(self, scheme: str, names: Iterable[str], known: Iterable[str]) -> None:
+        self.scheme = scheme
+        self.names = sorted(names)
+        self.known = sorted(known)
+        known_text = ", ".join(self.known) if self.known else "(none)"
+        super().__init__(
+            f"unknown option(s) {', '.join(map(repr, self.names))} for {scheme}:// ; "
+            f"known options: {known_text}"
+        )
+
+
+class InvalidOptionError(NanomitterError, ValueError):
+    """A known option has a value the transport cannot use."""
+
+
+class BusClosedError(NanomitterError, RuntimeError):
+    """The emitter is not open (never entered, or already closed)."""
+
+
+class Problem(NanomitterError):
+    """Something went wrong while receiving or dispatching; reported, never raised."""
+
+    kind = "problem"
+
+
+class ListenerError(Problem):
+    """A listener raised; the exception is ``__cause__`` and ``.exception``."""
+
+    kind = "listener_error"
+
+    def __init__(self, topic: str, listener: object, exception: BaseException) -> None:
+        self.topic = topic
+        self.listener = listener
+        self.exception = exception
+        name = getattr(listener, "__qualname__", repr(listener))
+        super().__init__(
+            f"listener {name} raised {type(exception).__name__} on topic {topic!r}: {exception}"
+        )
+        self.__cause__ = exception
+
+
+class FrameDecodeError(Problem):
+    """A frame from the network did not decode; it was dropped and counted."""
+
+    kind = "decode_error"
+
+    def __init__(self, reason: str, frame: bytes | None = None) -> None:
+        self.reason = reason
+        self.frame_prefix = (frame or b"")[:32]
+        size = "" if frame is None else f" ({len(frame)} bytes, starts {self.frame_prefix.hex()})"
+        super().__init__(f"dropped an undecodable frame{size}: {reason}")
+
+
+class InvalidEventError(Problem):
+    """An event's data did not validate against a typed listener's ``type=``."""
+
+    kind = "invalid"
+
+    def __init__(self, topic: str, listener: object, expected: object, detail: str) -> None:
+        self.topic = topic
+        self.listener = listener
+        self.expected = expected
+        self.detail = detail
+        name = getattr(listener, "__qualname__", repr(listener))
+        type_name = getattr(expected, "__name__", repr(expected))
+        super().__init__(
+            f"event on {topic!r} skipped for listener {name}: data is not a valid "
+            f"{type_name}: {detail}"
+        )
+
+
+class OverflowProblem(Problem):
+    """A bounded queue was full and an event was dropped (counted in ``dropped``)."""
+
+    kind = "dropped"
+
+    def __init__(self, where: str, capacity: int) -> None:
+        self.where = where
+        self.capacity = capacity
+        super().__init__(
+            f"dropped an event: {where} queue is full ({capacity} events); "
+            "the consumer is slower than the publisher (raise the queue size or speed it up)"
+        )

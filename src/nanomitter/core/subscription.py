@@ -1,0 +1,52 @@
+"""Pull-style delivery: ``async for event in subscription``."""
+
+from __future__ import annotations
+
+from .codecs import Reporter
+from .errors import OverflowProblem
+from .event import DistributedEvent
+from .inbox import BoundedInbox, InboxStatistics
+from .stats import Counters
+
+
+class Subscription:
+    """Events matching one pattern, queued (bounded) until the consumer pulls them.
+
+    When full, the newest event is dropped, counted in ``dropped`` and reported.
+    """
+
+    def __init__(self, pattern: str, capacity: int, counters: Counters, report: Reporter) -> None:
+        self.pattern = pattern
+        self._inbox: BoundedInbox[DistributedEvent] = BoundedInbox(capacity)
+        self._counters = counters
+        self._report = report
+
+    def push(self, event: DistributedEvent) -> None:
+        if not self._inbox.push_nowait(event):
+            if self._inbox.closed:
+                return
+            self._counters.dropped += 1
+            self._counters.delivered -= 1
+            self._report(OverflowProblem(f"subscription {self.pattern!r}", self._inbox.capacity))
+
+    async def receive(self) -> DistributedEvent:
+        """The next event; ``StopAsyncIteration`` once the subscription is closed and empty."""
+        if not await self._inbox.wait():
+            raise StopAsyncIteration
+        return self._inbox.take()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> DistributedEvent:
+        return await self.receive()
+
+    def close(self) -> None:
+        self._inbox.close()
+
+    def statistics(self) -> InboxStatistics:
+        return self._inbox.statistics()
+
+    def __repr__(self) -> str:
+        stats = self._inbox.statistics()
+        return f"<Subscription {self.pattern!r} queued={stats.queued}/{stats.capacity}>"

@@ -1,0 +1,1 @@
+"""Fixtures for users' tests (filled in below)."""

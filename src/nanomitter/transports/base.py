@@ -1,0 +1,86 @@
+"""The transport contract: the few things the core needs from a backend.
+
+A transport moves :class:`DistributedEvent` objects between emitters. It encodes on
+``send`` (raising encoding errors at once, so ``emit`` reports them at the call site) and
+returns every event that is ready on ``receive``, decoding frames through the context's
+:class:`FrameDecoder`, which counts bad frames instead of raising. Everything else (listener
+matching, ordering, echo, sequence gaps, error isolation) lives in the core, once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..core.context import TransportContext
+from ..core.event import DistributedEvent
+from .url import BusURL
+
+__all__ = ["BusURL", "Capabilities", "Transport", "TransportContext"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a transport can do; the core and the conformance suite read these."""
+
+    echoes_to_sender: bool = False
+    """The hub may send an emitter's own frames back (the core drops them by sender id)."""
+    filters_by_interest: bool = False
+    """``set_interest`` narrows what arrives (ZeroMQ prefixes, NATS subjects)."""
+    raw_frames: bool = False
+    """``send_raw`` can inject arbitrary bytes (used to test garbage handling)."""
+    crosses_processes: bool = True
+    """Emitters in other processes can join the same URL."""
+    backends: frozenset[str] = field(default_factory=lambda: frozenset({"asyncio", "trio"}))
+    """The anyio backends the transport runs on."""
+
+
+class Transport(ABC):
+    """Base class of every transport. Subclasses register under one or more URL schemes."""
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[Mapping[str, str]] = {}
+    """Known URL query options, name -> one-line help (unknown ones are rejected)."""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: BusURL) -> Transport:
+        """Build an unopened transport; options were already checked against ``options``."""
+
+    @abstractmethod
+    async def open(self, context: TransportContext) -> None:
+        """Join the bus (bind, connect, subscribe). Returns once events can flow."""
+
+    @abstractmethod
+    async def send(self, event: DistributedEvent) -> None:
+        """Send one event to every other member; encoding errors raise before any await."""
+
+    @abstractmethod
+    async def receive(self) -> list[DistributedEvent]:
+        """Wait for at least one event and return every event that is ready.
+
+        Raises ``anyio.EndOfStream`` once the transport is closed.
+        """
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Flush what was sent (bounded linger) and release every socket, thread and task."""
+
+    async def send_raw(self, frame: bytes) -> None:
+        """Put raw bytes on the bus as if a foreign peer sent them (for tests)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot inject raw frames")
+
+    def set_interest(self, patterns: frozenset[str]) -> None:  # noqa: B027
+        """The patterns listeners currently use; filtering transports narrow what arrives."""
+
+    def statistics(self) -> Mapping[str, int]:
+        """Transport-level figures (buffer sizes, peers); shown next to the emitter's stats."""
+        return {}
+
+    @property
+    def address(self) -> str:
+        """Where this transport is attached, credentials redacted."""
+        return ""

@@ -1,0 +1,138 @@
+"""Bus URLs: the scheme picks the transport, query parameters carry its options.
+
+Credentials in a URL are kept for the transport but never shown: ``str()``/``repr()`` of a
+:class:`BusURL` and every error message built from it use the redacted form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+from ..core.errors import InvalidOptionError, UnknownOptionError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class BusURL:
+    """A parsed bus URL. ``address`` is everything but the scheme and the query."""
+
+    scheme: str
+    address: str
+    options: Mapping[str, str] = field(default_factory=dict)
+    raw: str = field(default="", repr=False)
+
+    @classmethod
+    def parse(cls, url: str, extra: Mapping[str, object] | None = None) -> BusURL:
+        """Parse ``url``; ``extra`` (keyword options from ``connect``) override the query."""
+        if not isinstance(url, str):
+            raise TypeError(f"bus URL must be a str, got {type(url).__name__}")
+        if "://" not in url:
+            raise ValueError(
+                f"bus URL {redact(url)!r} has no scheme; write it like "
+                "'memory://name', 'tcp://127.0.0.1:55555' or 'nats://127.0.0.1:4222'"
+            )
+        scheme, rest = url.split("://", 1)
+        address, _, query = rest.partition("?")
+        options: dict[str, str] = {}
+        for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+            if key in options:
+                raise InvalidOptionError(f"option {key!r} given twice in {redact(url)!r}")
+            options[key] = value
+        for key, extra_value in (extra or {}).items():
+            options[key] = _option_text(extra_value)
+        return cls(scheme=scheme.lower(), address=address, options=options, raw=url)
+
+    def check_options(self, known: Iterable[str]) -> None:
+        """Raise :class:`UnknownOptionError` for any option not in ``known``."""
+        known = set(known)
+        unknown = set(self.options) - known
+        if unknown:
+            raise UnknownOptionError(self.scheme, unknown, known)
+
+    def get(self, name: str, default: str) -> str:
+        return self.options.get(name, default)
+
+    def int_option(self, name: str, default: int, *, minimum: int = 0) -> int:
+        text = self.options.get(name)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise InvalidOptionError(
+                f"option {name}={text!r} must be an integer (in {self})"
+            ) from None
+        if value < minimum:
+            raise InvalidOptionError(f"option {name}={value} must be >= {minimum} (in {self})")
+        return value
+
+    def float_option(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        text = self.options.get(name)
+        if text is None:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidOptionError(
+                f"option {name}={text!r} must be a number (in {self})"
+            ) from None
+        if value < minimum:
+            raise InvalidOptionError(f"option {name}={value} must be >= {minimum} (in {self})")
+        return value
+
+    def bool_option(self, name: str, default: bool) -> bool:
+        text = self.options.get(name)
+        if text is None:
+            return default
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise InvalidOptionError(f"option {name}={text!r} must be true or false (in {self})")
+
+    def choice_option(self, name: str, choices: Iterable[str], default: str) -> str:
+        text = self.options.get(name, default)
+        allowed = list(choices)
+        if text not in allowed:
+            raise InvalidOptionError(
+                f"option {name}={text!r} is not one of {', '.join(allowed)} (in {self})"
+            )
+        return text
+
+    def __str__(self) -> str:
+        return redact(self.raw) if self.raw else f"{self.scheme}://{self.address}"
+
+
+def _option_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def redact(url: str) -> str:
+    """``url`` with any password, token or secret replaced by ``***``."""
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, _, hostpart = netloc.rpartition("@")
+        user = creds.split(":", 1)[0]
+        netloc = f"{user}:***@{hostpart}" if ":" in creds else f"***@{hostpart}"
+    query = "&".join(
+        f"{key}=***" if _is_secret(key) else f"{key}={value}"
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _is_secret(key: str) -> bool:
+    key = key.lower()
+    return any(word in key for word in ("pass", "token", "secret", "seed", "nkey"))
