@@ -5,6 +5,7 @@ async with nanomitter.connect("memory://demo") as bus:
     await bus.emit("stockprice", {"ticker": "AAPL", "price": 251.3})
 """
 
+from . import sync
 from .connect import DEFAULT_URL, connect, default_url
 from .core import (
     BusClosedError,
@@ -50,4 +51,5 @@ __all__ = [
     "connect",
     "default_url",
     "register",
+    "sync",
 ]

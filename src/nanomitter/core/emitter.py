@@ -345,15 +345,15 @@ class DistributedEventEmitter:
     async def __aenter__(self) -> DistributedEventEmitter:
         if self._state is not _NEW:
             raise BusClosedError("an emitter can be opened once; call connect() again")
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
+        context = TransportContext(self.id, self.service, self._counters, self._report)
+        await self.transport.open(context)  # before the task group: errors stay ungrouped
         try:
-            context = TransportContext(self.id, self.service, self._counters, self._report)
-            await self.transport.open(context)
             self.transport.set_interest(frozenset(self._pattern_refs))
-        except BaseException as exc:
-            task_group.cancel_scope.cancel()
-            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            task_group = anyio.create_task_group()
+            await task_group.__aenter__()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.transport.aclose()
             raise
         self._task_group = task_group
         self._state = _OPEN

@@ -17,6 +17,7 @@ import anyio.lowlevel
 
 from ..core.codecs import CODECS, DEFAULT_MAX_FRAME_BYTES, Codec, FrameDecoder, get_codec
 from ..core.context import TransportContext
+from ..core.errors import NanomitterError
 from ..core.event import DistributedEvent
 from ..core.inbox import BoundedInbox
 from .base import Capabilities, Transport
@@ -27,13 +28,18 @@ Item = bytes | DistributedEvent
 DEFAULT_CAPACITY = 4096
 
 
+class BusInUseError(NanomitterError, RuntimeError):
+    """A memory:// name is already served by a different event loop."""
+
+
 class _Hub:
     """The members of one named in-process bus."""
 
-    __slots__ = ("members", "name")
+    __slots__ = ("loop", "members", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, loop: object) -> None:
         self.name = name
+        self.loop = loop
         self.members: tuple[MemoryTransport, ...] = ()
 
 
@@ -84,9 +90,16 @@ class MemoryTransport(Transport):
 
     async def open(self, context: TransportContext) -> None:
         self._decoder = context.decoder(self.codec or get_codec("msgpack"), self.max_frame_bytes)
+        loop = anyio.lowlevel.current_token()
         hub = _hubs.get(self.name)
         if hub is None:
-            hub = _hubs[self.name] = _Hub(self.name)
+            hub = _hubs[self.name] = _Hub(self.name, loop)
+        elif hub.loop != loop:
+            raise BusInUseError(
+                f"memory://{self.name} is in use by another event loop (thread); a memory:// "
+                "bus lives in one event loop: use one loop, nanomitter.sync for threads "
+                "(all sync emitters share a loop), or a network transport between loops"
+            )
         hub.members = (*hub.members, self)
         self._hub = hub
 

@@ -104,7 +104,10 @@ class BusURL:
         return text
 
     def __str__(self) -> str:
-        return redact(self.raw) if self.raw else f"{self.scheme}://{self.address}"
+        return redact(self.raw or f"{self.scheme}://{self.address}")
+
+    def __repr__(self) -> str:
+        return f"BusURL({str(self)!r})"
 
 
 def _option_text(value: object) -> str:
