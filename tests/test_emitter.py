@@ -395,3 +395,85 @@ async def test_repr_and_stats_snapshot(
     before = a.stats()
     await a.emit("x")
     assert before.emitted == 0 and a.stats().emitted == 1
+
+
+async def test_exceptions_in_the_block_propagate_ungrouped() -> None:
+    with pytest.raises(KeyError, match="mine"):
+        async with nanomitter.connect(fresh_url()):
+            raise KeyError("mine")
+
+
+async def test_once_with_async_listener_is_called() -> None:
+    async with nanomitter.connect(fresh_url()) as bus:
+        got = anyio.Event()
+        seen: list[object] = []
+
+        async def once_async(event: DistributedEvent) -> None:
+            seen.append(event.data)
+            got.set()
+
+        bus.once("t", once_async)
+        await bus.emit("t", 1)
+        await bus.emit("t", 2)
+        with anyio.fail_after(20):
+            await got.wait()
+        assert bus.listener_count() == 0
+    assert seen == [1]
+    assert bus.stats().dropped == 0
+
+
+async def test_invalid_data_does_not_use_up_a_typed_once_or_wait_for(
+    pair: tuple[DistributedEventEmitter, DistributedEventEmitter],
+) -> None:
+    a, b = pair
+    b.set_error_hook(lambda problem: None)
+    seen: list[object] = []
+    b.once("price", lambda e: seen.append(e.data), type=Price)
+    await a.emit("price", {"ticker": 1})
+    await a.emit("price", {"ticker": "A", "price": 1.0})
+    event = await b.wait_for("price", timeout=20, type=Price)
+    assert event.data == Price("A", 1.0)
+    assert seen == [Price("A", 1.0)]
+
+
+async def test_subscription_iteration_ends_when_the_emitter_closes() -> None:
+    bus = nanomitter.connect(fresh_url())
+    received: list[object] = []
+    async with bus, bus.subscribe("t") as events:
+        await bus.emit("t", 1)
+
+        async def close_soon() -> None:
+            await bus.aclose()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(close_soon)
+            with anyio.fail_after(20):
+                async for event in events:  # ends instead of hanging
+                    received.append(event.data)
+    assert received == [1]
+
+
+async def test_any_hook_object_is_used_even_if_falsy() -> None:
+    class EmptyLog(list[Problem]):
+        def __call__(self, problem: Problem) -> None:
+            self.append(problem)
+
+    log = EmptyLog()
+    async with nanomitter.connect(fresh_url(), on_error=log) as bus:
+        bus.on("t", lambda e: 1 / 0)
+        await bus.emit("t")
+    assert len(log) == 1
+
+
+async def test_async_listener_queued_before_close_is_drained() -> None:
+    """Events queued for an async listener whose task has not run yet still reach it."""
+    seen: list[object] = []
+
+    async def listener(event: DistributedEvent) -> None:
+        seen.append(event.data)
+
+    async with nanomitter.connect(fresh_url()) as bus:
+        bus.on("t", listener)
+        await bus.emit("t", 1)
+    assert seen == [1]
+    assert bus.stats().dropped == 0

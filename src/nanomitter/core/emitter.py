@@ -76,7 +76,9 @@ class DistributedEventEmitter:
         self.transport = transport
         self.listener_queue_size = listener_queue_size
         self.close_timeout = close_timeout
-        self._report_hook: Reporter = on_error or LogProblems()
+        self._report_hook: Reporter = on_error if on_error is not None else LogProblems()
+        self._fallback_report = LogProblems()
+        self._subscriptions: set[Subscription] = set()
         self._counters = Counters()
         self._state = _NEW
         self._trie: PatternTrie[Registration] = PatternTrie()
@@ -153,11 +155,11 @@ class DistributedEventEmitter:
             registration.runner = runner
             call = runner.push
             if self._task_group is not None:
-                self._task_group.start_soon(runner.run)
-        if type is not None:
-            call = typed_call(call, registration, self._counters, self._report)
+                runner.start(self._task_group)
         if once:
             call = self._once_call(registration, call)
+        if type is not None:  # outermost: invalid data must not use up a once listener
+            call = typed_call(call, registration, self._counters, self._report)
         registration.call = call
         self._registrations.append(registration)
         self._trie.add(pattern, registration)
@@ -171,7 +173,19 @@ class DistributedEventEmitter:
     def _once_call(
         self, registration: Registration, call: Callable[[DistributedEvent], object]
     ) -> Callable[[DistributedEvent], object]:
+        if registration.runner is not None:
+            # async: queue the event first; removing closes the queue after it (it drains)
+            def call_once_async(event: DistributedEvent) -> object:
+                if not registration.active:
+                    return None
+                call(event)
+                self._remove(registration)
+                return None
+
+            return call_once_async
+
         def call_once(event: DistributedEvent) -> object:
+            # sync: remove first, like Node, so an emit inside the listener doesn't re-fire it
             if not registration.active:
                 return None
             self._remove(registration)
@@ -235,9 +249,11 @@ class DistributedEventEmitter:
         """
         subscription = Subscription(pattern, capacity, self._counters, self._report)
         self._add(pattern, subscription.push, once=False, type=type)
+        self._subscriptions.add(subscription)
         try:
             yield subscription
         finally:
+            self._subscriptions.discard(subscription)
             self.off(pattern, subscription.push)
             subscription.close()
 
@@ -360,7 +376,7 @@ class DistributedEventEmitter:
         task_group.start_soon(self._receive_loop)
         for registration in self._registrations:
             if registration.runner is not None:
-                task_group.start_soon(registration.runner.run)
+                registration.runner.start(task_group)
         return self
 
     async def __aexit__(
@@ -375,7 +391,8 @@ class DistributedEventEmitter:
         finally:
             if task_group is not None:
                 task_group.cancel_scope.cancel()
-                await task_group.__aexit__(exc_type, exc, tb)
+                # exit clean: the block's own exception propagates as itself, not grouped
+                await task_group.__aexit__(None, None, None)
         return None
 
     async def aclose(self) -> None:
@@ -391,6 +408,8 @@ class DistributedEventEmitter:
         try:
             with anyio.CancelScope(shield=True):
                 await self.transport.aclose()
+                for subscription in self._subscriptions:
+                    subscription.close()  # `async for` ends once the queue is drained
                 runners = [r.runner for r in self._registrations if r.runner is not None]
                 for runner in runners:
                     runner.stop()
@@ -399,7 +418,9 @@ class DistributedEventEmitter:
                         if runner.done is not None:
                             await runner.done.wait()
                 for runner in runners:
-                    self._counters.dropped += runner.inbox.clear()
+                    abandoned = runner.inbox.clear()
+                    self._counters.dropped += abandoned
+                    self._counters.delivered -= abandoned
                     if runner.scope is not None:
                         runner.scope.cancel()
         finally:
@@ -423,7 +444,7 @@ class DistributedEventEmitter:
         try:
             self._report_hook(problem)
         except Exception:  # a broken hook must not break the receive loop
-            LogProblems()(problem)
+            self._fallback_report(problem)
 
     def _closed_reason(self, action: str) -> str:
         if self._state is _NEW:

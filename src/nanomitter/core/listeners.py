@@ -107,8 +107,16 @@ class AsyncListenerRunner:
         self.scope: anyio.CancelScope | None = None
         self.done: anyio.Event | None = None
 
+    def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Schedule the runner's task; ``done`` exists from now on, so close can wait for it."""
+        self.done = anyio.Event()
+        task_group.start_soon(self.run)
+
     def push(self, event: DistributedEvent) -> None:
         if not self.inbox.push_nowait(event):
+            if self.inbox.closed:  # removed while a dispatch was under way: not delivered
+                self._counters.delivered -= 1
+                return
             self._counters.dropped += 1
             self._counters.delivered -= 1
             name = getattr(self.fn, "__qualname__", repr(self.fn))
@@ -116,7 +124,8 @@ class AsyncListenerRunner:
 
     async def run(self) -> None:
         """Call the listener for each queued event until the inbox is closed and drained."""
-        self.done = anyio.Event()
+        if self.done is None:
+            self.done = anyio.Event()
         try:
             with anyio.CancelScope() as self.scope:
                 inbox = self.inbox

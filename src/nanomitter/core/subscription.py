@@ -24,6 +24,7 @@ class Subscription:
     def push(self, event: DistributedEvent) -> None:
         if not self._inbox.push_nowait(event):
             if self._inbox.closed:
+                self._counters.delivered -= 1
                 return
             self._counters.dropped += 1
             self._counters.delivered -= 1
