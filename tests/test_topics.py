@@ -28,6 +28,7 @@ from nanomitter.core.topics import (
         ("a*b", "inside a token"),
         ("a b", "whitespace"),
         ("x" * 2000, "longer than"),
+        ("$nanomitter.join", "reserved"),
     ],
 )
 def test_invalid_topics_say_why(topic: str, fragment: str) -> None:

@@ -14,12 +14,11 @@ background loop (started with the first, stopped with the last), so sync emitter
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
-
-import threading
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 

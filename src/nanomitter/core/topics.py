@@ -17,6 +17,8 @@ ANY = "*"
 ONE_TOKEN = "*"
 TAIL = ">"
 MAX_TOPIC_LENGTH = 1024
+RESERVED_PREFIX = "$"
+"""Topics starting with this are transport control traffic, never user events."""
 _FORBIDDEN = frozenset(" \t\r\n\x00")
 
 T = TypeVar("T")
@@ -73,6 +75,8 @@ def _check_common(what: str, value: str) -> None:
         raise _bad(what, value, "whitespace and NUL are not allowed")
     if "" in value.split("."):
         raise _bad(what, value, "empty token (leading, trailing or doubled '.')")
+    if value[0] == RESERVED_PREFIX:
+        raise _bad(what, value, "topics starting with '$' are reserved for transport control")
 
 
 class _Node(Generic[T]):

@@ -17,8 +17,13 @@ from .url import BusURL
 
 ENTRY_POINT_GROUP = "nanomitter.transports"
 
+NNG_SCHEMES = (
+    "tcp", "ipc", "inproc", "ws", "tls+tcp",
+    "nng+tcp", "nng+ipc", "nng+inproc", "nng+ws", "nng+tls+tcp",
+)  # fmt: skip
 _BUILTIN: dict[str, str] = {
     "memory": "nanomitter.transports.memory:MemoryTransport",
+    **dict.fromkeys(NNG_SCHEMES, "nanomitter.transports.nng:NngTransport"),
 }
 _registered: dict[str, type[Transport] | str] = {}
 _plugins_loaded: list[bool] = []
