@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -65,10 +66,16 @@ async def _pump(stream: anyio.abc.ByteReceiveStream, output: Output) -> None:
 
 
 @asynccontextmanager
-async def running(command: Sequence[str]) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
+async def running(
+    command: Sequence[str], *, stdin: bool = False
+) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
     """Run ``command``; collect its stdout+stderr lines; kill and reap it on exit."""
     output = Output()
-    process = await anyio.open_process(list(command), stderr=-2)  # stderr -> stdout
+    process = await anyio.open_process(
+        list(command),
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     try:
         async with anyio.create_task_group() as tg:
             assert process.stdout is not None
