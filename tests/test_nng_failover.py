@@ -86,8 +86,8 @@ async def test_survivors_elect_a_new_hub_within_3_s_and_count_the_gap(anyio_back
         for survivor in (second, third):  # stop both first: a stopped hub forwards no tails
             await survivor.request_stop()
         finals = {m.name: await m.final() for m in (second, third)}
-        for me, other in (("p2", "p3"), ("p3", "p2")):
-            final = finals[me]
+        for name, other in (("p2", "p3"), ("p3", "p2")):
+            final = finals[name]
             first, last = final["first_seen"][other], final["last_seen"][other]
             got = final["received"][other]
             assert last == finals[other]["sent"], "the tail after recovery must arrive"
