@@ -1,8 +1,9 @@
 """A bus member for the nng failover test: emits ticks, reports what it receives.
 
 Run as ``python tests/nng_member.py URL NAME BACKEND`` (asyncio or trio). Every 100 ms it
-prints one JSON status line (its clock is CLOCK_MONOTONIC, comparable across processes). A line ``stop`` on stdin stops
-the ticks; it then prints a final status line with ``"final": true`` and exits.
+prints one JSON status line (its clock is CLOCK_MONOTONIC, comparable across processes).
+A line ``stop`` on stdin stops the ticks; it then prints a final status line
+with ``"final": true`` and exits.
 """
 
 from __future__ import annotations
