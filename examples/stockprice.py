@@ -26,11 +26,12 @@ import anyio.abc
 import nanomitter
 from nanomitter import DistributedEvent, Stats
 
-# memory:// until the nng transport exists; then switch this to nanomitter.DEFAULT_URL
-# (tcp://127.0.0.1:55555, the seed's default: the first emitter binds and is the hub).
-DEFAULT_URL = "memory://stockprice"
+# $NANOMITTER_URL, else the seed's default tcp://127.0.0.1:55555: the first emitter binds and
+# is the hub (nng bus), the others connect. `--url memory://stockprice` stays in-process.
+DEFAULT_URL = nanomitter.default_url()
 
 TOPIC = "stockprice"
+HEARTBEAT = "<3"
 INTERVAL = 0.3
 TICKERS = {
     "AAPL": 251.30,
@@ -69,6 +70,8 @@ class Hub:
     def log(self, event: DistributedEvent) -> None:
         stamp = datetime.now().strftime("%H:%M:%S.%f")[:-3]
         say(f"{stamp}  hub <- {event.sender[:8]}  {describe(event)}")
+        if event.topic == HEARTBEAT:
+            return  # presence, as in the original: shown, but not a price to tally
         self.logged += 1
         self.by_sender[event.sender] = self.by_sender.get(event.sender, 0) + 1
         arrived, self._arrived = self._arrived, None
@@ -87,6 +90,8 @@ class Hub:
 def describe(event: DistributedEvent) -> str:
     """``stockprice #12   AAPL      251.71``; other events (a foreign peer's) as they are."""
     data = event.data
+    if event.topic == HEARTBEAT and isinstance(data, dict):
+        return f"<3 heartbeat from {data.get('service')!r}"
     if event.topic == TOPIC and isinstance(data, dict):
         n, ticker, price = data.get("n"), data.get("ticker"), data.get("price")
         if isinstance(n, int) and isinstance(ticker, str) and isinstance(price, int | float):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
+
+from peers import free_port
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "stockprice.py"
 ANNOUNCE = re.compile(r"^(worker-\d+) \((\S+)\) emits stockprice for (\S+)$", re.MULTILINE)
@@ -37,21 +40,32 @@ def check_output(output: str, workers: int) -> None:
         assert count and int(count.group(1)) >= 1, counts
 
 
-async def test_demo_runs_for_its_duration_and_exits_cleanly(anyio_backend: str) -> None:
+def bus_env(url: str | None = None) -> dict[str, str]:
+    """The demo's default URL comes from $NANOMITTER_URL: a free port, never 55555, in tests."""
+    return {**os.environ, "NANOMITTER_URL": url or f"tcp://127.0.0.1:{free_port()}"}
+
+
+@pytest.mark.parametrize("url", ["memory://stockprice", None], ids=["memory", "nng-tcp"])
+async def test_demo_runs_for_its_duration_and_exits_cleanly(
+    anyio_backend: str, url: str | None
+) -> None:
+    env = bus_env(url)
     command = [sys.executable, str(DEMO), "--duration", "2", "--backend", anyio_backend]
     with anyio.fail_after(60):
-        result = await anyio.run_process(command, check=False)
+        result = await anyio.run_process(command, check=False, env=env)
     output, errors = result.stdout.decode(), result.stderr.decode()
     assert result.returncode == 0, output + errors
     assert errors == ""
     check_output(output, workers=3)
-    assert "stock-price demo on memory://stockprice: a hub and 3 worker(s), until 2 s" in output
+    assert f"stock-price demo on {env['NANOMITTER_URL']}: a hub and 3 worker(s)" in output
 
 
 async def test_demo_workers_option(anyio_backend: str) -> None:
     command = [sys.executable, str(DEMO), "--duration", "1", "--workers", "9", "--interval", "0.1"]
     with anyio.fail_after(60):
-        result = await anyio.run_process([*command, "--backend", anyio_backend], check=False)
+        result = await anyio.run_process(
+            [*command, "--backend", anyio_backend], check=False, env=bus_env()
+        )
     output = result.stdout.decode()
     assert result.returncode == 0, output + result.stderr.decode()
     check_output(output, workers=9)
@@ -64,7 +78,9 @@ async def test_demo_stops_cleanly_on_signal(anyio_backend: str, signum: signal.S
     command = [sys.executable, str(DEMO), "--duration", "0", "--backend", anyio_backend]
     output = ""
     with anyio.fail_after(60):
-        async with await anyio.open_process(command, stderr=subprocess.STDOUT) as process:
+        async with await anyio.open_process(
+            command, stderr=subprocess.STDOUT, env=bus_env()
+        ) as process:
             assert process.stdout is not None
             chunks = TextReceiveStream(process.stdout)
             # wait until every worker's first event reached the hub, then interrupt
@@ -91,5 +107,6 @@ def test_demo_rejects_an_unknown_scheme() -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert "unknown bus URL scheme 'nope'; known schemes: memory://" in result.stderr
+    assert "unknown bus URL scheme 'nope'; known schemes: " in result.stderr
+    assert "memory://" in result.stderr
     assert "Traceback" not in result.stderr

@@ -232,3 +232,28 @@ async def test_original_heartbeats_reach_star_and_heart_listeners_only(tmp_path:
         assert everything.events[0].topic == "<3"
         assert prices.events == []
         assert hub.stats().decode_errors == 0
+
+
+async def test_service_sends_the_original_heartbeat(tmp_path: Path) -> None:
+    """`service=` makes an emitter send `<3` {service} like the original; nngcat reads it."""
+    require_binary("nngcat", "nng-utils")
+    url = tcp_url()
+    async with nanomitter.connect(url) as hub:
+        hearts = Recorder()
+        hub.on("<3", hearts)
+        async with (
+            running(["nngcat", "--bus0", "--dial", url, "--hex"]) as (_, output),
+            nanomitter.connect(url, service="pricer", heartbeat_interval=0.2) as node,
+        ):
+            beats = await hearts.wait(2)
+            assert all(b.data == {"service": "pricer"} for b in beats)
+            assert [b.seq for b in beats[:2]] == [1, 2]
+
+            def is_heartbeat(text: str) -> bool:
+                frames = quoted_hex_frames([text])
+                return bool(frames) and msgspec.msgpack.decode(frames[0])["topic"] == "<3"
+
+            line = await output.wait_for(is_heartbeat)
+            decoded = msgspec.msgpack.decode(quoted_hex_frames([line])[0])
+            assert decoded["data"] == {"service": "pricer"}
+            assert node.stats().emitted == 0  # heartbeats are not the user's events

@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 
 from .core.codecs import Reporter
-from .core.emitter import DEFAULT_LISTENER_QUEUE, DistributedEventEmitter
+from .core.emitter import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_LISTENER_QUEUE,
+    DistributedEventEmitter,
+)
 from .transports.registry import transport_from_url
 
 DEFAULT_URL = "tcp://127.0.0.1:55555"
@@ -26,6 +30,7 @@ def connect(
     on_error: Reporter | None = None,
     listener_queue_size: int = DEFAULT_LISTENER_QUEUE,
     close_timeout: float = 5.0,
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
     **options: object,
 ) -> DistributedEventEmitter:
     """An emitter on the bus at ``url``; open it with ``async with``.
@@ -34,7 +39,9 @@ def connect(
     ``options`` are transport options, the same as URL query parameters
     (``connect("memory://x", codec="json")``); unknown ones raise an error listing the known.
     ``echo=True`` (Node's behaviour) delivers an emitter's own events to its own listeners;
-    ``echo=False`` is the original nanomitter's behaviour.
+    ``echo=False`` is the original nanomitter's behaviour. With a ``service`` name the
+    emitter sends the original's heartbeat ``<3`` ``{"service": service}`` when it opens and
+    every ``heartbeat_interval`` seconds (0 turns it off).
     """
     transport = transport_from_url(url if url is not None else default_url(), options)
     return DistributedEventEmitter(
@@ -44,4 +51,5 @@ def connect(
         on_error=on_error,
         listener_queue_size=listener_queue_size,
         close_timeout=close_timeout,
+        heartbeat_interval=heartbeat_interval,
     )

@@ -24,7 +24,11 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .connect import connect as async_connect
 from .core.codecs import Reporter
-from .core.emitter import DEFAULT_LISTENER_QUEUE, DistributedEventEmitter
+from .core.emitter import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_LISTENER_QUEUE,
+    DistributedEventEmitter,
+)
 from .core.errors import BusClosedError
 from .core.event import DistributedEvent
 from .core.listeners import Listener
@@ -117,9 +121,7 @@ class SyncDistributedEventEmitter:
     ) -> DistributedEvent:
         """Block until an event matches ``pattern``; ``TimeoutError`` after ``timeout`` s."""
         self._check_open()
-        return self._portal.call(
-            lambda: self._emitter.wait_for(pattern, timeout, type=type)
-        )
+        return self._portal.call(lambda: self._emitter.wait_for(pattern, timeout, type=type))
 
     @contextmanager
     def subscribe(self, pattern: str, *, type: Any = None) -> Iterator[Iterator[DistributedEvent]]:
@@ -184,6 +186,7 @@ def connect(
     on_error: Reporter | None = None,
     listener_queue_size: int = DEFAULT_LISTENER_QUEUE,
     close_timeout: float = 5.0,
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
     backend: str = "asyncio",
     **options: object,
 ) -> SyncDistributedEventEmitter:
@@ -195,6 +198,7 @@ def connect(
         on_error=on_error,
         listener_queue_size=listener_queue_size,
         close_timeout=close_timeout,
+        heartbeat_interval=heartbeat_interval,
         **options,
     )
     return SyncDistributedEventEmitter(emitter, backend=backend)

@@ -38,6 +38,8 @@ L = TypeVar("L", bound=Listener)
 Route = tuple[tuple[Callable[[DistributedEvent], object], Registration], ...]
 
 DEFAULT_LISTENER_QUEUE = 1024
+HEARTBEAT_TOPIC = "<3"
+DEFAULT_HEARTBEAT_INTERVAL = 60.0
 MAX_CACHED_ROUTES = 8192
 MAX_TRACKED = 8192
 """Bound on remembered senders, topics per sender, and own per-topic counters."""
@@ -67,6 +69,7 @@ class DistributedEventEmitter:
         listener_queue_size: int = DEFAULT_LISTENER_QUEUE,
         close_timeout: float = 5.0,
         sender_id: str | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
     ) -> None:
         if listener_queue_size < 1:
             raise ValueError(f"listener_queue_size must be >= 1, got {listener_queue_size}")
@@ -76,6 +79,7 @@ class DistributedEventEmitter:
         self.transport = transport
         self.listener_queue_size = listener_queue_size
         self.close_timeout = close_timeout
+        self.heartbeat_interval = heartbeat_interval
         self._report_hook: Reporter = on_error if on_error is not None else LogProblems()
         self._fallback_report = LogProblems()
         self._subscriptions: set[Subscription] = set()
@@ -225,6 +229,13 @@ class DistributedEventEmitter:
         route = self._routes.get(topic)
         if route is None:
             route = self._route(topic)
+        event = await self._send(topic, data)
+        self._counters.emitted += 1
+        if self.echo and route:
+            self._deliver(event, route)
+
+    async def _send(self, topic: str, data: Any) -> DistributedEvent:
+        """Number the event and hand it to the transport; the number is used only if sent."""
         own = self._own_seqs
         seq = own.get(topic, 0) + 1
         event = DistributedEvent(topic=topic, data=data, sender=self.id, seq=seq)
@@ -232,9 +243,17 @@ class DistributedEventEmitter:
         if seq == 1 and len(own) >= MAX_TRACKED:
             del own[next(iter(own))]  # evict the oldest topic; it restarts at 1, a reset
         own[topic] = seq
-        self._counters.emitted += 1
-        if self.echo and route:
-            self._deliver(event, route)
+        return event
+
+    async def _heartbeats(self) -> None:
+        """The original nanomitter's presence signal: ``<3`` with ``{service}``, for others."""
+        data = {"service": self.service}
+        while self._state is _OPEN:
+            try:
+                await self._send(HEARTBEAT_TOPIC, data)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            await anyio.sleep(self.heartbeat_interval)
 
     # ------------------------------------------------------------------ pull style
 
@@ -374,6 +393,8 @@ class DistributedEventEmitter:
         self._task_group = task_group
         self._state = _OPEN
         task_group.start_soon(self._receive_loop)
+        if self.service and self.heartbeat_interval > 0:
+            task_group.start_soon(self._heartbeats)
         for registration in self._registrations:
             if registration.runner is not None:
                 registration.runner.start(task_group)

@@ -303,6 +303,8 @@ class NngTransport(Transport):
                 continue
             except pynng.Closed:
                 raise anyio.EndOfStream from None
+            except RuntimeError:  # pynng cannot unpack a zero-length message; it was consumed
+                frame = b""
             decoder.decode_into(frame, events)
             if events and events[-1].topic[0] == "$":
                 self._control(events.pop())

@@ -1,0 +1,200 @@
+"""The registry of checks and the ways to run them: one by one, all at once, or from pytest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from . import checks as _checks
+from .checks import RestartHub
+from .harness import CheckSkipped, MakeURL
+
+if TYPE_CHECKING:
+    import pytest
+
+
+@dataclass(frozen=True)
+class Check:
+    """One promise of DESIGN.md, checked by ``await check(make_url)``.
+
+    ``str(check)`` is its name, so ``pytest.mark.parametrize(..., ids=str)`` reads well.
+    """
+
+    name: str
+    rule: int
+    """The number of the rule in DESIGN.md's "Semantics every transport must keep"."""
+    promise: str
+    function: Callable[..., Awaitable[None]]
+    needs_restart_hub: bool = False
+
+    async def __call__(self, make_url: MakeURL, *, restart_hub: RestartHub | None = None) -> None:
+        if self.needs_restart_hub:
+            await self.function(make_url, restart_hub=restart_hub)
+        else:
+            await self.function(make_url)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+CHECKS: tuple[Check, ...] = (
+    Check(
+        "exactly_once",
+        1,
+        "every event reaches every matching listener on every node exactly once; own "
+        "listeners only with echo=True",
+        _checks.check_exactly_once,
+    ),
+    Check(
+        "order_under_load",
+        2,
+        "events from one emitter reach each listener in emit order (10,000 flat out)",
+        _checks.check_order_under_load,
+    ),
+    Check(
+        "registration_order",
+        3,
+        "listeners on one node fire in registration order, exact and wildcard alike",
+        _checks.check_registration_order,
+    ),
+    Check(
+        "listener_errors_isolated",
+        4,
+        "a raising listener stops neither the others nor the bus; counted and reported",
+        _checks.check_listener_errors_isolated,
+    ),
+    Check(
+        "typed_validation",
+        4,
+        "invalid data skips only the typed listener; counted in invalid, reported with its path",
+        _checks.check_typed_validation,
+    ),
+    Check(
+        "garbage_frames",
+        5,
+        "undecodable frames are dropped, counted in decode_errors, reported; traffic continues",
+        _checks.check_garbage_frames,
+    ),
+    Check(
+        "loss_is_counted",
+        6,
+        "sequence gaps are counted in lost",
+        _checks.check_loss_is_counted,
+    ),
+    Check(
+        "bounded_queues",
+        6,
+        "full queues drop (counted in dropped, reported) without stalling anything else",
+        _checks.check_bounded_queues,
+    ),
+    Check(
+        "close_flushes",
+        7,
+        "aclose() delivers what was emitted before it and drains async listeners",
+        _checks.check_close_flushes,
+    ),
+    Check(
+        "no_leaked_tasks",
+        7,
+        "aclose() (or cancellation) leaves no task, thread or file descriptor behind",
+        _checks.check_no_leaked_tasks,
+    ),
+    Check(
+        "reconnects",
+        8,
+        "after the hub restarts, traffic resumes without user action",
+        _checks.check_reconnects,
+        needs_restart_hub=True,
+    ),
+    Check(
+        "invalid_topics",
+        9,
+        "wildcards in emit and malformed topics or patterns raise ValueError at the call site",
+        _checks.check_invalid_topics,
+    ),
+    Check(
+        "across_processes",
+        1,
+        "rules 1 and 2 hold between emitters in separate processes",
+        _checks.check_across_processes,
+    ),
+)
+"""Every check, in the order of the rules."""
+
+
+def get_check(name: str) -> Check:
+    """The check called ``name``; ``KeyError`` lists the known names."""
+    for check in CHECKS:
+        if check.name == name:
+            return check
+    raise KeyError(f"no conformance check {name!r}; known: {', '.join(c.name for c in CHECKS)}")
+
+
+async def run_check(
+    check: Check, make_url: MakeURL, *, restart_hub: RestartHub | None = None
+) -> None:
+    """Run one check under pytest: :class:`CheckSkipped` becomes ``pytest.skip``."""
+    try:
+        await check(make_url, restart_hub=restart_hub)
+    except CheckSkipped as exc:
+        import pytest
+
+        pytest.skip(f"{check.name}: {exc}")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    outcome: Literal["passed", "skipped", "failed"]
+    detail: str
+    seconds: float
+
+    def __str__(self) -> str:
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{self.name} {self.outcome} ({self.seconds:.2f} s){detail}"
+
+
+async def run_all(
+    make_url: MakeURL,
+    *,
+    restart_hub: RestartHub | None = None,
+    checks: Sequence[Check] = CHECKS,
+    raise_on_failure: bool = True,
+) -> list[CheckResult]:
+    """Run every check in turn and return what happened to each.
+
+    With ``raise_on_failure`` (the default) an ``AssertionError`` listing every failed
+    check is raised after all have run, so one call in a test is enough.
+    """
+    results: list[CheckResult] = []
+    for check in checks:
+        started = time.perf_counter()
+        try:
+            await check(make_url, restart_hub=restart_hub)
+        except CheckSkipped as exc:
+            outcome: Literal["passed", "skipped", "failed"] = "skipped"
+            detail = str(exc)
+        except AssertionError as exc:
+            outcome, detail = "failed", str(exc)
+        else:
+            outcome, detail = "passed", ""
+        results.append(CheckResult(check.name, outcome, detail, time.perf_counter() - started))
+    failed = [result for result in results if result.outcome == "failed"]
+    if failed and raise_on_failure:
+        raise AssertionError(
+            f"{len(failed)} of {len(results)} conformance checks failed:\n"
+            + "\n".join(f"- {result}" for result in failed)
+        )
+    return results
+
+
+def parametrize(argname: str = "check") -> pytest.MarkDecorator:
+    """``@parametrize()`` = ``pytest.mark.parametrize("check", CHECKS, ids=str)``."""
+    import pytest
+
+    return pytest.mark.parametrize(argname, CHECKS, ids=str)
+
+
+__all__ = ["CHECKS", "Check", "CheckResult", "get_check", "parametrize", "run_all", "run_check"]

@@ -1,0 +1,89 @@
+"""The conformance suite run against memory:// (every codec), on asyncio and on trio."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from nanomitter import conformance
+from nanomitter.conformance.harness import Signal
+
+CODECS = ["", "?codec=json", "?codec=none"]
+
+
+def memory_urls(query: str = "") -> Callable[[], str]:
+    """A ``make_url`` for memory://: a bus name no other check uses."""
+
+    def make_url() -> str:
+        return f"memory://conformance-{uuid.uuid4().hex}{query}"
+
+    return make_url
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("query", CODECS, ids=["msgpack", "json", "none"])
+@conformance.parametrize()
+async def test_memory_conforms(check: conformance.Check, query: str, anyio_backend: str) -> None:
+    await conformance.run_check(check, memory_urls(query))
+
+
+@pytest.mark.anyio
+async def test_run_all_reports_each_check(anyio_backend: str) -> None:
+    results = await conformance.run_all(memory_urls())
+    outcomes = {result.name: result.outcome for result in results}
+    assert list(outcomes) == [check.name for check in conformance.CHECKS]
+    assert outcomes.pop("reconnects") == "skipped"  # memory:// has no hub to restart
+    assert outcomes.pop("across_processes") == "skipped"  # nor does it cross processes
+    assert set(outcomes.values()) == {"passed"}
+    assert all(str(result).startswith(result.name) for result in results)
+
+
+@pytest.mark.anyio
+async def test_run_check_turns_a_missing_capability_into_a_skip(anyio_backend: str) -> None:
+    with pytest.raises(pytest.skip.Exception, match="does not cross processes"):
+        await conformance.run_check(conformance.get_check("across_processes"), memory_urls())
+    with pytest.raises(conformance.CheckSkipped, match="restart_hub"):
+        await conformance.check_reconnects(memory_urls())
+
+
+@pytest.mark.anyio
+async def test_run_all_collects_failures(anyio_backend: str) -> None:
+    async def broken(make_url: conformance.MakeURL) -> None:
+        raise AssertionError("event 'x' #17 delivered twice to listener on node B")
+
+    check = conformance.Check("broken", 1, "a check that always fails", broken)
+    with pytest.raises(AssertionError, match=r"1 of 2 conformance checks failed:\n- broken"):
+        await conformance.run_all(memory_urls(), checks=[check, conformance.CHECKS[0]])
+    results = await conformance.run_all(memory_urls(), checks=[check], raise_on_failure=False)
+    assert [r.outcome for r in results] == ["failed"]
+    assert "delivered twice" in results[0].detail
+
+
+def test_checks_cover_every_rule() -> None:
+    assert {check.rule for check in conformance.CHECKS} == set(range(1, 10))
+    assert len({check.name for check in conformance.CHECKS}) == len(conformance.CHECKS)
+    assert str(conformance.get_check("exactly_once")) == "exactly_once"
+    with pytest.raises(KeyError, match="known: exactly_once"):
+        conformance.get_check("nope")
+
+
+def test_deadline_is_scoped() -> None:
+    default = conformance.current_deadline()
+    with conformance.deadline(1.5):
+        assert conformance.current_deadline() == 1.5
+    assert conformance.current_deadline() == default
+    with pytest.raises(ValueError, match="positive"), conformance.deadline(0):
+        pass
+
+
+@pytest.mark.anyio
+async def test_signal_wait_times_out_without_a_pulse(anyio_backend: str) -> None:
+    signal = Signal()
+    assert not await signal.wait(lambda: False, 0.01)
+    with (
+        pytest.raises(AssertionError, match=r"nothing came \(gave up after 0.05 s\)"),
+        conformance.deadline(0.05),
+    ):
+        await signal.expect(lambda: False, lambda: "nothing came")
