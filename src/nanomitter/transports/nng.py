@@ -138,9 +138,8 @@ class NngTransport(Transport):
         self._sender = context.sender
         self._send_lock = anyio.Lock()
         self._election_jitter = random.random()
-        dial = self.nng_address
-        if self.role in ("auto", "hub") and self._try_become_hub(required=self.role == "hub"):
-            dial = self._inproc_address()
+        if self.role in ("auto", "hub"):
+            self._try_become_hub(required=self.role == "hub")
         socket = pynng.Bus0(
             recv_max_size=self.max_frame_bytes * WIRE_CAP_FACTOR,
             recv_buffer_size=self.buffer,
@@ -149,9 +148,11 @@ class NngTransport(Transport):
             reconnect_time_max=max(self.reconnect_ms, 500),
         )
         try:
-            if self.tls is not None and dial == self.nng_address:
+            if self.tls is not None:
                 socket.tls_config = self.tls.client_config(self.nng_address)
-            socket.dial(dial, block=False)
+            # the hub's own member dials the URL too, so losing or winning the hub later
+            # never leaves it with zero or two paths to whichever hub is current
+            socket.dial(self.nng_address, block=False)
             self._recv_fd = socket.recv_fd
             self._send_fd = socket.send_fd
             self._socket = socket
@@ -180,7 +181,7 @@ class NngTransport(Transport):
         nanomitter master, echoes it). Events that arrive meanwhile are kept for ``receive``.
         """
         if self.reflector is not None:
-            # our own hub: its side of our inproc pipe must exist before others' traffic
+            # our own hub: its side of our pipe must exist before others' traffic
             with anyio.fail_after(self.connect_timeout):
                 while self.reflector.peer_count < 1:  # noqa: ASYNC110 (nng has no awaitable)
                     await anyio.sleep(0.002)
@@ -203,12 +204,9 @@ class NngTransport(Transport):
             JOIN_PATIENCE,
         )
 
-    def _inproc_address(self) -> str:
-        return f"inproc://nanomitter-hub-{id(self)}"
-
     def _try_become_hub(self, *, required: bool) -> bool:
         """Bind the hub; False if another process has the address (unless ``required``)."""
-        addresses = [self.nng_address, self._inproc_address()]
+        addresses = [self.nng_address]
         tls_config = self.tls.server_config() if self.tls is not None else None
         try:
             self.reflector = Reflector(
