@@ -1,4 +1,4 @@
-"""A standalone nng hub for tests: ``python tests/nng_hub.py URL`` prints ``ready``, runs until killed."""
+"""A standalone nng hub for tests: ``python tests/nng_hub.py URL``; prints ``ready``."""
 
 from __future__ import annotations
 
