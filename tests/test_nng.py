@@ -14,7 +14,9 @@ import pytest
 import nanomitter
 from nanomitter import DistributedEvent, DistributedEventEmitter
 from nanomitter.core.codecs import MsgpackCodec
-from nanomitter.transports import nng_reflector
+from nanomitter.core.context import TransportContext
+from nanomitter.core.stats import Counters
+from nanomitter.transports import nng_reflector, transport_from_url
 from nanomitter.transports.nng import NngTransport, NoHubError
 from peers import free_port, require_binary, running
 
@@ -257,3 +259,35 @@ async def test_service_sends_the_original_heartbeat(tmp_path: Path) -> None:
             decoded = msgspec.msgpack.decode(quoted_hex_frames([line])[0])
             assert decoded["data"] == {"service": "pricer"}
             assert node.stats().emitted == 0  # heartbeats are not the user's events
+
+
+async def test_cancelling_a_receive_with_an_anyio_timeout_is_clean() -> None:
+    """A timeout around the fd wait cancels it cleanly; the socket keeps working."""
+    url = tcp_url()
+    async with nanomitter.connect(url) as hub:
+        transport = transport_from_url(url)
+        problems: list[object] = []
+        await transport.open(TransportContext("bare", "", Counters(), problems.append))
+        try:
+            for _ in range(3):
+                with anyio.move_on_after(0.05) as scope:
+                    await transport.receive()  # nothing to read: parked on the fd
+                assert scope.cancelled_caught
+            await hub.emit("after", 1)
+            with anyio.fail_after(20):
+                (event,) = await transport.receive()
+            assert (event.topic, event.data) == ("after", 1)
+        finally:
+            await transport.aclose()
+        assert problems == []
+
+
+def test_sync_facade_over_nng() -> None:
+    url = tcp_url()
+    with (
+        nanomitter.sync.connect(url) as hub,
+        nanomitter.sync.connect(url) as node,
+        node.subscribe("x.>") as events,
+    ):
+        hub.emit("x.y", {"n": 1})
+        assert next(events).data == {"n": 1}
