@@ -477,3 +477,25 @@ async def test_async_listener_queued_before_close_is_drained() -> None:
         await bus.emit("t", 1)
     assert seen == [1]
     assert bus.stats().dropped == 0
+
+
+async def test_fast_async_listener_keeps_up_with_a_burst_without_drops() -> None:
+    """A burst larger than the listener queue must not overflow a listener that keeps up:
+    transports hand over at most MAX_BATCH events at a time, smaller than the queue."""
+    url = fresh_url()
+    count = 20_000
+    async with nanomitter.connect(url) as sender, nanomitter.connect(url) as node:
+        done = anyio.Event()
+        seen = [0]
+
+        async def fast(event: DistributedEvent) -> None:
+            seen[0] += 1
+            if seen[0] == count:
+                done.set()
+
+        node.on("t", fast)
+        for n in range(count):
+            await sender.emit("t", n)
+        with anyio.fail_after(60):
+            await done.wait()
+        assert node.stats().dropped == 0

@@ -72,6 +72,15 @@ class BoundedInbox(Generic[T]):
         self._wake_writers()
         return items
 
+    def take_up_to(self, limit: int) -> list[T]:
+        """Remove and return the oldest ``limit`` items at most; wake blocked producers."""
+        if len(self._items) <= limit:
+            return self.take_all()
+        popleft = self._items.popleft
+        items = [popleft() for _ in range(limit)]
+        self._wake_writers()
+        return items
+
     def take(self) -> T:
         """Remove and return the oldest item (the inbox must not be empty)."""
         item = self._items.popleft()

@@ -21,6 +21,12 @@ from .url import BusURL
 __all__ = ["BusURL", "Capabilities", "Transport", "TransportContext"]
 
 
+MAX_BATCH = 256
+"""The most events one ``receive()`` returns. Smaller than the default async-listener queue
+(1024), so one batch cannot overflow a listener that keeps up, and other tasks (async
+listeners among them) run between batches."""
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a transport can do; the core and the conformance suite read these."""

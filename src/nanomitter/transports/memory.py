@@ -20,7 +20,7 @@ from ..core.context import TransportContext
 from ..core.errors import NanomitterError
 from ..core.event import DistributedEvent
 from ..core.inbox import BoundedInbox
-from .base import Capabilities, Transport
+from .base import MAX_BATCH, Capabilities, Transport
 from .url import BusURL
 
 Item = bytes | DistributedEvent
@@ -129,7 +129,7 @@ class MemoryTransport(Transport):
         decoder = self._decoder
         assert decoder is not None
         events: list[DistributedEvent] = []
-        for item in inbox.take_all():
+        for item in inbox.take_up_to(MAX_BATCH):
             if type(item) is bytes:
                 decoder.decode_into(item, events)
             else:

@@ -29,14 +29,13 @@ from ..core.codecs import CODECS, DEFAULT_MAX_FRAME_BYTES, Codec, FrameDecoder, 
 from ..core.context import TransportContext
 from ..core.errors import InvalidOptionError, NanomitterError
 from ..core.event import DistributedEvent
-from .base import Capabilities, Transport
+from .base import MAX_BATCH, Capabilities, Transport
 from .nng_reflector import Reflector
 from .registry import NNG_SCHEMES
 from .url import BusURL
 
 logger = logging.getLogger("nanomitter.nng")
 ROLES = ("auto", "hub", "node")
-MAX_BATCH = 1024
 JOIN = "$nanomitter.join"
 WELCOME = "$nanomitter.welcome"
 JOIN_RETRY = 0.1
