@@ -93,6 +93,7 @@ class DistributedEventEmitter:
         self._own_seqs: dict[str, int] = {}
         self._seen: dict[str, dict[str, int]] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._send_nowait = transport.send_nowait
 
     # ------------------------------------------------------------------ listeners
 
@@ -229,13 +230,24 @@ class DistributedEventEmitter:
         route = self._routes.get(topic)
         if route is None:
             route = self._route(topic)
-        event = await self._send(topic, data)
+        own = self._own_seqs
+        seq = own.get(topic, 0) + 1
+        event = DistributedEvent(topic=topic, data=data, sender=self.id, seq=seq)
+        pending = self._send_nowait(event)  # None when the transport took it at once
+        if pending is not None:
+            await pending
+        if seq == 1 and len(own) >= MAX_TRACKED:
+            del own[next(iter(own))]  # evict the oldest topic; it restarts at 1, a reset
+        own[topic] = seq
         self._counters.emitted += 1
         if self.echo and route:
             self._deliver(event, route)
 
     async def _send(self, topic: str, data: Any) -> DistributedEvent:
-        """Number the event and hand it to the transport; the number is used only if sent."""
+        """Number the event and hand it to the transport; the number is used only if sent.
+
+        (``emit`` inlines the same steps: it is the hot path.)
+        """
         own = self._own_seqs
         seq = own.get(topic, 0) + 1
         event = DistributedEvent(topic=topic, data=data, sender=self.id, seq=seq)

@@ -13,12 +13,16 @@ from typing import Any
 import msgspec
 
 
-class DistributedEvent(msgspec.Struct, frozen=True, kw_only=True):
+class DistributedEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One event: ``topic``, ``data``, who sent it and its per-sender, per-topic number.
 
     ``seq`` counts from 1 for each (sender, topic) pair; 0 means the sender does not number
     its events (the original nanomitter does not). ``from_leader`` is kept for wire
     compatibility with the original package, whose master sets it on its own events.
+
+    Events are not tracked by the cycle collector (``gc=False``: up to a third faster
+    dispatch). The one cost: an event that a listener stores inside its own ``data``
+    container forms a cycle that is never freed, so don't do that.
     """
 
     topic: str

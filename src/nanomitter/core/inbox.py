@@ -36,6 +36,9 @@ class BoundedInbox(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
     def push_nowait(self, item: T) -> bool:
         """Append ``item`` unless the inbox is full or closed; return whether it was taken."""
         if self.closed or len(self._items) >= self.capacity:

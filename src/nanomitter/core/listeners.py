@@ -131,12 +131,13 @@ class AsyncListenerRunner:
                 inbox = self.inbox
                 fn = self.fn
                 while await inbox.wait():
-                    event = inbox.take()
-                    try:
-                        await fn(event)
-                    except Exception as exc:
-                        self._counters.listener_errors += 1
-                        self._report(ListenerError(event.topic, fn, exc))
+                    while inbox:  # drain what is queued before parking again
+                        event = inbox.take()
+                        try:
+                            await fn(event)
+                        except Exception as exc:
+                            self._counters.listener_errors += 1
+                            self._report(ListenerError(event.topic, fn, exc))
         finally:
             self.done.set()
 

@@ -32,9 +32,10 @@ class Subscription:
 
     async def receive(self) -> DistributedEvent:
         """The next event; ``StopAsyncIteration`` once the subscription is closed and empty."""
-        if not await self._inbox.wait():
+        inbox = self._inbox
+        if not inbox and not await inbox.wait():
             raise StopAsyncIteration
-        return self._inbox.take()
+        return inbox.take()
 
     def __aiter__(self) -> Subscription:
         return self

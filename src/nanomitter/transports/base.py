@@ -10,7 +10,7 @@ matching, ordering, echo, sequence gaps, error isolation) lives in the core, onc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -51,6 +51,13 @@ class Transport(ABC):
     """Known URL query options, name -> one-line help (unknown ones are rejected)."""
     capabilities: ClassVar[Capabilities] = Capabilities()
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "send" in cls.__dict__ and "send_nowait" not in cls.__dict__:
+            # a subclass that overrides only send() (a wrapper, a test double) must not be
+            # bypassed by an inherited fast path: route send_nowait through its send()
+            cls.send_nowait = Transport.send_nowait  # type: ignore[method-assign]
+
     @classmethod
     @abstractmethod
     def from_url(cls, url: BusURL) -> Transport:
@@ -63,6 +70,13 @@ class Transport(ABC):
     @abstractmethod
     async def send(self, event: DistributedEvent) -> None:
         """Send one event to every other member; encoding errors raise before any await."""
+
+    def send_nowait(self, event: DistributedEvent) -> Awaitable[None] | None:
+        """Send without a coroutine when possible: return None if the event was taken, or an
+        awaitable that finishes the send (a full buffer). ``emit`` uses this; the default
+        always returns ``send(event)``. Encoding errors raise here, before any await.
+        """
+        return self.send(event)
 
     @abstractmethod
     async def receive(self) -> list[DistributedEvent]:

@@ -9,7 +9,7 @@ that closes stops receiving at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import ClassVar
 
 import anyio
@@ -77,7 +77,7 @@ class MemoryTransport(Transport):
         self._inbox: BoundedInbox[Item] = BoundedInbox(capacity)
         self._hub: _Hub | None = None
         self._decoder: FrameDecoder | None = None
-        self._raw_decoder: FrameDecoder | None = None
+        self._raw_frames = False  # raw bytes were queued here at some point: decode items
 
     @classmethod
     def from_url(cls, url: BusURL) -> MemoryTransport:
@@ -104,19 +104,36 @@ class MemoryTransport(Transport):
         self._hub = hub
 
     async def send(self, event: DistributedEvent) -> None:
+        pending = self._offer(event)
+        if pending is not None:
+            await pending
+
+    def send_nowait(self, event: DistributedEvent) -> Awaitable[None] | None:
+        return self._offer(event)
+
+    def _offer(self, event: DistributedEvent) -> Awaitable[None] | None:
+        """Queue for every other member; an awaitable only if some inbox is full."""
         hub = self._hub
         if hub is None:
             raise anyio.ClosedResourceError
         item: Item = event if self.codec is None else self.codec.encode(event)
-        for member in hub.members:
+        members = hub.members
+        for index, member in enumerate(members):
             if member is not self and not member._inbox.push_nowait(item):
-                await member._inbox.push(item)  # full: wait for room (False if it closed)
+                return self._push_waiting(item, members[index:])  # a full inbox: wait
+        return None
+
+    async def _push_waiting(self, item: Item, members: tuple[MemoryTransport, ...]) -> None:
+        for member in members:
+            if member is not self and not member._inbox.push_nowait(item):
+                await member._inbox.push(item)  # waits for room (False if it closed)
 
     async def send_raw(self, frame: bytes) -> None:
         hub = self._hub
         if hub is None:
             raise anyio.ClosedResourceError
-        for member in hub.members:
+        for member in hub.members:  # every member, this one included
+            member._raw_frames = True
             if not member._inbox.push_nowait(frame):
                 await member._inbox.push(frame)
 
@@ -126,10 +143,13 @@ class MemoryTransport(Transport):
             await anyio.lowlevel.checkpoint()  # let others run even when we never wait
         if not await inbox.wait():
             raise anyio.EndOfStream
+        items = inbox.take_up_to(MAX_BATCH)
+        if self.codec is None and not self._raw_frames:
+            return items  # type: ignore[return-value]  # only events were ever queued here
         decoder = self._decoder
         assert decoder is not None
         events: list[DistributedEvent] = []
-        for item in inbox.take_up_to(MAX_BATCH):
+        for item in items:
             if type(item) is bytes:
                 decoder.decode_into(item, events)
             else:

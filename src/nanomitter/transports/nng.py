@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -240,16 +240,27 @@ class NngTransport(Transport):
     # ------------------------------------------------------------------ I/O
 
     async def send(self, event: DistributedEvent) -> None:
-        await self.send_raw(self.codec.encode(event))
+        pending = self._send_frame(self.codec.encode(event))
+        if pending is not None:
+            await pending
+
+    def send_nowait(self, event: DistributedEvent) -> Awaitable[None] | None:
+        return self._send_frame(self.codec.encode(event))
 
     async def send_raw(self, frame: bytes) -> None:
+        pending = self._send_frame(frame)
+        if pending is not None:
+            await pending
+
+    def _send_frame(self, frame: bytes) -> Awaitable[None] | None:
+        """Send without blocking; an awaitable only if the socket is full or it is time to yield."""
         socket = self._socket
         if socket is None:
             raise anyio.ClosedResourceError
         try:
             socket.send(frame, block=False)
         except pynng.TryAgain:
-            await self._send_when_writable(frame)
+            return self._send_when_writable(frame)
         except pynng.Closed:
             raise anyio.ClosedResourceError from None
         self._last_send = time.monotonic()
@@ -258,7 +269,8 @@ class NngTransport(Transport):
             # bus0 never blocks a sender; yield now and then so a tight emit loop does not
             # starve this process's own receive loops (and so trio sees a checkpoint)
             self._sends_since_yield = 0
-            await anyio.lowlevel.checkpoint()
+            return anyio.lowlevel.checkpoint()
+        return None
 
     async def _send_when_writable(self, frame: bytes) -> None:
         assert self._send_lock is not None
@@ -269,6 +281,7 @@ class NngTransport(Transport):
                     raise anyio.ClosedResourceError
                 try:
                     socket.send(frame, block=False)
+                    self._last_send = time.monotonic()
                     return
                 except pynng.TryAgain:
                     await anyio.wait_writable(self._send_fd)
