@@ -499,3 +499,13 @@ async def test_fast_async_listener_keeps_up_with_a_burst_without_drops() -> None
         with anyio.fail_after(60):
             await done.wait()
         assert node.stats().dropped == 0
+
+
+async def test_listening_needs_an_open_emitter_and_is_immediate_on_memory() -> None:
+    bus = nanomitter.connect(fresh_url())
+    with pytest.raises(nanomitter.BusClosedError, match="not open yet"):
+        await bus.listening()
+    async with bus:
+        bus.on("t", print)
+        with anyio.fail_after(1):
+            await bus.listening()

@@ -282,11 +282,24 @@ class DistributedEventEmitter:
         self._add(pattern, subscription.push, once=False, type=type)
         self._subscriptions.add(subscription)
         try:
+            if self._state is _OPEN:
+                await self.transport.sync_interest()  # live end to end before the block runs
             yield subscription
         finally:
             self._subscriptions.discard(subscription)
             self.off(pattern, subscription.push)
             subscription.close()
+
+    async def listening(self) -> None:
+        """Return once every listener registered so far receives what any node emits.
+
+        ``on()`` is synchronous; on transports that filter at a hub (ZeroMQ) a new pattern
+        takes a round trip to be in force there. ``bus.on(...); await bus.listening()``
+        closes that gap. Elsewhere it returns at once.
+        """
+        if self._state is not _OPEN:
+            raise BusClosedError(self._closed_reason("wait for listeners"))
+        await self.transport.sync_interest()
 
     async def wait_for(
         self,

@@ -96,6 +96,13 @@ class Transport(ABC):
     def set_interest(self, patterns: frozenset[str]) -> None:  # noqa: B027
         """The patterns listeners currently use; filtering transports narrow what arrives."""
 
+    async def sync_interest(self) -> None:  # noqa: B027
+        """Return once the interest last given to ``set_interest`` is in force end to end.
+
+        A no-op where nothing is filtered remotely; ZeroMQ waits for a probe to come back
+        through the proxy.
+        """
+
     def statistics(self) -> Mapping[str, int]:
         """Transport-level figures (buffer sizes, peers); shown next to the emitter's stats."""
         return {}

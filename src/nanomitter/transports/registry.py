@@ -21,9 +21,11 @@ NNG_SCHEMES = (
     "tcp", "ipc", "inproc", "ws", "tls+tcp",
     "nng+tcp", "nng+ipc", "nng+inproc", "nng+ws", "nng+tls+tcp",
 )  # fmt: skip
+ZMQ_SCHEMES = ("zmq+tcp", "zmq+ipc")
 _BUILTIN: dict[str, str] = {
     "memory": "nanomitter.transports.memory:MemoryTransport",
     **dict.fromkeys(NNG_SCHEMES, "nanomitter.transports.nng:NngTransport"),
+    **dict.fromkeys(ZMQ_SCHEMES, "nanomitter.transports.zmq:ZmqTransport"),
 }
 _registered: dict[str, type[Transport] | str] = {}
 _plugins_loaded: list[bool] = []

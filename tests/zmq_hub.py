@@ -1,0 +1,19 @@
+"""A standalone zmq hub for tests: ``python tests/zmq_hub.py URL``; prints ``ready``."""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+
+import nanomitter
+
+
+async def main(url: str) -> None:
+    async with nanomitter.connect(url, role="hub"):
+        print("ready", flush=True)
+        await anyio.sleep_forever()
+
+
+if __name__ == "__main__":
+    anyio.run(main, sys.argv[1])

@@ -1,0 +1,115 @@
+"""Helpers for the ZeroMQ tests: bus URLs on free port pairs, a hub in its own process."""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from nanomitter import DistributedEventEmitter
+from nanomitter.transports.zmq import ZmqTransport
+
+HUB_SCRIPT = Path(__file__).with_name("zmq_hub.py")
+SOCKET_DIR = tempfile.mkdtemp(prefix="nanomitter-zmq-")  # short: unix socket paths are short
+atexit.register(shutil.rmtree, SOCKET_DIR, ignore_errors=True)
+_ids = itertools.count()
+
+
+def zmq_of(bus: DistributedEventEmitter) -> ZmqTransport:
+    assert isinstance(bus.transport, ZmqTransport)
+    return bus.transport
+
+
+class Recorder:
+    """Records events (or problems, as an error hook) and waits for a count without sleeping."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self._changed = anyio.Event()
+
+    def __call__(self, event: Any) -> None:
+        self.events.append(event)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait(self, count: int, timeout: float = 20) -> list[Any]:
+        with anyio.fail_after(timeout):
+            while len(self.events) < count:
+                await self._changed.wait()
+        return self.events
+
+    async def wait_until(self, predicate: Any, timeout: float = 20) -> None:
+        with anyio.fail_after(timeout):
+            while not predicate():
+                await self._changed.wait()
+
+
+def free_port_pair() -> int:
+    """A port P such that P and P+1 are free on 127.0.0.1 (a zmq+tcp bus uses both).
+
+    Never 55555, the default bus's port, as P or P+1."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            if port >= 65535 or port in (55554, 55555):  # never the default bus's port
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free pair of consecutive ports on 127.0.0.1")
+
+
+def tcp_url(query: str = "") -> str:
+    return f"zmq+tcp://127.0.0.1:{free_port_pair()}{query}"
+
+
+def ipc_url(query: str = "") -> str:
+    return f"zmq+ipc://{SOCKET_DIR}/{next(_ids)}{query}"
+
+
+def make_url(scheme: str, query: str = "") -> str:
+    return tcp_url(query) if scheme == "tcp" else ipc_url(query)
+
+
+class HubProcess:
+    """A zmq hub in its own process that a test can SIGKILL and start again at one address."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(HUB_SCRIPT), self.url], stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if line.strip() != "ready":
+            self.kill()
+            raise AssertionError(f"the zmq hub did not start (said {line!r})")
+
+    def kill(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+        if process is not None and process.stdout is not None:
+            process.stdout.close()
+
+    async def restart(self, url: str) -> None:
+        await anyio.to_thread.run_sync(self.kill)
+        await anyio.to_thread.run_sync(self.start)
