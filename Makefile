@@ -35,6 +35,8 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/nng.py
+	$(PY) benchmarks/zmq_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -16,7 +16,7 @@ from nanomitter import DistributedEvent, DistributedEventEmitter
 from nanomitter.core.codecs import MsgpackCodec
 from nanomitter.core.context import TransportContext
 from nanomitter.core.stats import Counters
-from nanomitter.transports import nng_reflector, transport_from_url
+from nanomitter.transports import nng_lowlevel, transport_from_url
 from nanomitter.transports.nng import NngTransport, NoHubError
 from peers import free_port, require_binary, running
 
@@ -55,10 +55,10 @@ class Recorder:
 
 def test_pynng_still_exposes_the_raw_socket_api() -> None:
     """The hub relies on pynng internals; a pynng upgrade that drops them must fail here."""
-    assert nng_reflector.raw_api_available(), (
+    assert nng_lowlevel.raw_api_available(), (
         "pynng no longer exposes nng_bus0_open_raw/nng_device: the nng hub cannot work"
     )
-    reflector = nng_reflector.Reflector(
+    reflector = nng_lowlevel.Reflector(
         [f"inproc://reflector-{next(_ids)}"], recv_max_size=1024, buffer_size=8
     )
     try:
@@ -291,3 +291,43 @@ def test_sync_facade_over_nng() -> None:
     ):
         hub.emit("x.y", {"n": 1})
         assert next(events).data == {"n": 1}
+
+
+async def test_members_joining_at_once_each_get_their_own_welcome(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A welcome for another joiner's nonce must not end (or spoil) this member's join."""
+    url = tcp_url()
+    joined: list[Recorder] = []
+    all_joined = anyio.Event()
+
+    async def member() -> None:
+        async with nanomitter.connect(url, role="node") as bus:
+            recorder = Recorder()
+            bus.on("hello", recorder)
+            joined.append(recorder)
+            if len(joined) == 4:
+                all_joined.set()
+            await recorder.wait(1)  # the hub's single emit reaches every joiner
+
+    async with nanomitter.connect(url) as hub:
+        with caplog.at_level("WARNING", logger="nanomitter.nng"):
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(member)
+                with anyio.fail_after(20):
+                    await all_joined.wait()
+                await hub.emit("hello", 1)
+    assert "did not answer the join handshake" not in caplog.text
+
+
+def test_a_welcome_for_another_nonce_is_not_ours() -> None:
+    transport = transport_from_url(tcp_url())
+    assert isinstance(transport, NngTransport)
+    transport._join_nonce = "mine"
+    transport._control(DistributedEvent(topic="$nanomitter.welcome", data={"nonce": "theirs"}))
+    assert transport._joined_nonce is None
+    transport._control(DistributedEvent(topic="$nanomitter.welcome", data={"nonce": "mine"}))
+    assert transport._joined_nonce == "mine"
+    transport._control(DistributedEvent(topic="$nanomitter.welcome", data={"nonce": "theirs"}))
+    assert transport._joined_nonce == "mine"  # a later foreign welcome does not undo it

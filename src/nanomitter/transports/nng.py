@@ -1,7 +1,7 @@
 """nng bus0: the seed's transport (``tcp://``, ``ipc://``, ``inproc://``, ``ws://``, ``tls+tcp://``).
 
 Topology: one hub re-broadcasts every message to every other member (a raw bus0 socket
-reflected by ``nng_device``, see :mod:`.nng_reflector`); every emitter, the hub process's own
+reflected by ``nng_device``, see :mod:`.nng_lowlevel`); every emitter, the hub process's own
 included, is a member through an ordinary bus0 socket. ``role=auto`` (the default) is the
 seed's rule: bind and become the hub, or connect if the address is taken; when the hub dies,
 surviving ``auto`` members elect a new one (the first to bind wins, the others keep dialling).
@@ -30,7 +30,7 @@ from ..core.context import TransportContext
 from ..core.errors import InvalidOptionError, NanomitterError
 from ..core.event import DistributedEvent
 from .base import MAX_BATCH, Capabilities, Transport
-from .nng_reflector import Reflector
+from .nng_lowlevel import EAGAIN, ECLOSED, Receiver, Reflector, raise_for, send_nowait
 from .registry import NNG_SCHEMES
 from .url import BusURL
 
@@ -41,7 +41,8 @@ WELCOME = "$nanomitter.welcome"
 JOIN_RETRY = 0.1
 JOIN_PATIENCE = 2.0
 """Seconds a member waits for the hub to answer its join before it goes on regardless."""
-YIELD_EVERY = 16
+YIELD_INTERVAL = 0.001
+"""Seconds of non-blocking sends after which emit yields to the event loop once."""
 DEFAULT_BUFFER = 1024
 """Messages each socket queues per direction (nng's own default is far smaller)."""
 WIRE_CAP_FACTOR = 4
@@ -104,12 +105,14 @@ class NngTransport(Transport):
         self._send_fd = -1
         self._send_lock: anyio.Lock | None = None
         self._last_send = 0.0
-        self._sends_since_yield = 0
+        self._last_yield = 0.0
+        self._receiver: Receiver | None = None
         self._hubless_since: float | None = None
         self._election_jitter = 0.0
         self._sender = ""
         self._pending: list[DistributedEvent] = []
         self._joined_nonce: str | None = None
+        self._join_nonce: str | None = None  # the one we wait for; others' welcomes differ
 
     @classmethod
     def from_url(cls, url: BusURL) -> NngTransport:
@@ -137,8 +140,13 @@ class NngTransport(Transport):
         self._sender = context.sender
         self._send_lock = anyio.Lock()
         self._election_jitter = random.random()
-        if self.role in ("auto", "hub"):
-            self._try_become_hub(required=self.role == "hub")
+        dial = self.nng_address
+        if self.role in ("auto", "hub") and self._try_become_hub(
+            required=self.role == "hub", local=self._local_address()
+        ):
+            # the hub lives exactly as long as this member: reach it in-process (cheaper and
+            # faster than loopback). A member that wins an election later keeps its URL dialer.
+            dial = self._local_address()
         socket = pynng.Bus0(
             recv_max_size=self.max_frame_bytes * WIRE_CAP_FACTOR,
             recv_buffer_size=self.buffer,
@@ -147,13 +155,12 @@ class NngTransport(Transport):
             reconnect_time_max=max(self.reconnect_ms, 500),
         )
         try:
-            if self.tls is not None:
+            if self.tls is not None and dial == self.nng_address:
                 socket.tls_config = self.tls.client_config(self.nng_address)
-            # the hub's own member dials the URL too, so losing or winning the hub later
-            # never leaves it with zero or two paths to whichever hub is current
-            socket.dial(self.nng_address, block=False)
+            socket.dial(dial, block=False)
             self._recv_fd = socket.recv_fd
             self._send_fd = socket.send_fd
+            self._receiver = Receiver(socket)
             self._socket = socket
             await self._wait_for_hub()
             await self._join()
@@ -185,7 +192,7 @@ class NngTransport(Transport):
                 while self.reflector.peer_count < 1:  # noqa: ASYNC110 (nng has no awaitable)
                     await anyio.sleep(0.002)
             return
-        nonce = f"{self._sender}-{random.getrandbits(32):08x}"
+        nonce = self._join_nonce = f"{self._sender}-{random.getrandbits(32):08x}"
         frame = self.codec.encode(
             DistributedEvent(topic=JOIN, data={"nonce": nonce}, sender=self._sender)
         )
@@ -203,9 +210,12 @@ class NngTransport(Transport):
             JOIN_PATIENCE,
         )
 
-    def _try_become_hub(self, *, required: bool) -> bool:
+    def _local_address(self) -> str:
+        return f"inproc://nanomitter-hub-{id(self)}"
+
+    def _try_become_hub(self, *, required: bool, local: str | None = None) -> bool:
         """Bind the hub; False if another process has the address (unless ``required``)."""
-        addresses = [self.nng_address]
+        addresses = [self.nng_address] if local is None else [self.nng_address, local]
         tls_config = self.tls.server_config() if self.tls is not None else None
         try:
             self.reflector = Reflector(
@@ -257,18 +267,18 @@ class NngTransport(Transport):
         socket = self._socket
         if socket is None:
             raise anyio.ClosedResourceError
-        try:
-            socket.send(frame, block=False)
-        except pynng.TryAgain:
-            return self._send_when_writable(frame)
-        except pynng.Closed:
-            raise anyio.ClosedResourceError from None
-        self._last_send = time.monotonic()
-        self._sends_since_yield += 1
-        if self._sends_since_yield >= YIELD_EVERY:
+        error = send_nowait(socket, frame)
+        if error:
+            if error == EAGAIN:
+                return self._send_when_writable(frame)
+            if error == ECLOSED:
+                raise anyio.ClosedResourceError
+            raise_for(error)
+        now = self._last_send = time.monotonic()
+        if now - self._last_yield >= YIELD_INTERVAL:
             # bus0 never blocks a sender; yield now and then so a tight emit loop does not
             # starve this process's own receive loops (and so trio sees a checkpoint)
-            self._sends_since_yield = 0
+            self._last_yield = now
             return anyio.lowlevel.checkpoint()
         return None
 
@@ -297,25 +307,24 @@ class NngTransport(Transport):
     async def _receive_frames(self) -> list[DistributedEvent]:
         decoder = self._decoder
         assert decoder is not None
+        decode_into = decoder.decode_into
         events: list[DistributedEvent] = []
         waited = False
         while True:
-            socket = self._socket
-            if socket is None:
+            receiver = self._receiver
+            if self._socket is None or receiver is None:
                 raise anyio.EndOfStream
-            try:
-                frame = socket.recv(block=False)
-            except pynng.TryAgain:
-                if events:
-                    break
-                await self._wait_readable()
-                waited = True
-                continue
-            except pynng.Closed:
-                raise anyio.EndOfStream from None
-            except RuntimeError:  # pynng cannot unpack a zero-length message; it was consumed
-                frame = b""
-            decoder.decode_into(frame, events)
+            error = receiver.receive(decode_into, events)
+            if error:
+                if error == EAGAIN:
+                    if events:
+                        break
+                    await self._wait_readable()
+                    waited = True
+                    continue
+                if error == ECLOSED:
+                    raise anyio.EndOfStream
+                raise_for(error)
             if events and events[-1].topic[0] == "$":
                 self._control(events.pop())
             if len(events) >= MAX_BATCH:
@@ -329,7 +338,9 @@ class NngTransport(Transport):
         nonce = event.data.get("nonce") if isinstance(event.data, dict) else None
         if not isinstance(nonce, str):
             return
-        if event.topic == WELCOME or (event.topic == JOIN and event.sender == self._sender):
+        if nonce == self._join_nonce and (
+            event.topic == WELCOME or (event.topic == JOIN and event.sender == self._sender)
+        ):
             self._joined_nonce = nonce  # welcomed, or our join echoed by an original master
         elif event.topic == JOIN and self.reflector is not None and self._socket is not None:
             welcome = DistributedEvent(topic=WELCOME, data={"nonce": nonce}, sender=self._sender)
