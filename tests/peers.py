@@ -1,4 +1,4 @@
-"""Helpers for tests that talk to real peers: free ports, child processes, their output."""
+"""Helpers shared by the tests: free ports, child processes and their output, a recorder."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -90,3 +91,27 @@ async def running(
                 tg.cancel_scope.cancel()
     finally:
         await process.aclose()
+
+
+class Recorder:
+    """Records events (or problems, as an error hook) and waits for a count without sleeping."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self._changed = anyio.Event()
+
+    def __call__(self, event: Any) -> None:
+        self.events.append(event)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait(self, count: int, timeout: float = 20) -> list[Any]:
+        with anyio.fail_after(timeout):
+            while len(self.events) < count:
+                await self._changed.wait()
+        return self.events
+
+    async def wait_until(self, predicate: Any, timeout: float = 20) -> None:
+        with anyio.fail_after(timeout):
+            while not predicate():
+                await self._changed.wait()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Any
 
 import anyio
 import msgspec
@@ -18,7 +17,7 @@ from nanomitter.core.context import TransportContext
 from nanomitter.core.stats import Counters
 from nanomitter.transports import nng_lowlevel, transport_from_url
 from nanomitter.transports.nng import NngTransport, NoHubError
-from peers import free_port, require_binary, running
+from peers import Recorder, free_port, require_binary, running
 
 pytestmark = pytest.mark.anyio
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
@@ -32,25 +31,6 @@ def tcp_url(options: str = "") -> str:
 def nng_of(bus: DistributedEventEmitter) -> NngTransport:
     assert isinstance(bus.transport, NngTransport)
     return bus.transport
-
-
-class Recorder:
-    """Records events (or problems, as an error hook) and waits for a count without sleeping."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self._changed = anyio.Event()
-
-    def __call__(self, event: Any) -> None:
-        self.events.append(event)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def wait(self, count: int, timeout: float = 20) -> list[Any]:
-        with anyio.fail_after(timeout):
-            while len(self.events) < count:
-                await self._changed.wait()
-        return self.events
 
 
 def test_pynng_still_exposes_the_raw_socket_api() -> None:

@@ -22,7 +22,8 @@ import nanomitter
 from nanomitter import DistributedEvent
 from nanomitter.core.codecs import MsgpackCodec
 from nanomitter.transports.zmq import NoHubError, ZmqTransport
-from zmq_support import Recorder, tcp_url, zmq_of
+from peers import Recorder
+from zmq_support import tcp_url, zmq_of
 
 pytestmark = pytest.mark.anyio
 FAILED = (

@@ -17,8 +17,8 @@ import pytest
 
 import nanomitter
 from conftest import skip_or_fail
-from peers import running
-from zmq_support import Recorder, make_url, zmq_of
+from peers import Recorder, running
+from zmq_support import make_url, zmq_of
 
 pytestmark = pytest.mark.anyio
 C_SENDER = "c-peer-0000000000000"  # 21 characters, like every sender id

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -28,30 +27,6 @@ _ids = itertools.count()
 def zmq_of(bus: DistributedEventEmitter) -> ZmqTransport:
     assert isinstance(bus.transport, ZmqTransport)
     return bus.transport
-
-
-class Recorder:
-    """Records events (or problems, as an error hook) and waits for a count without sleeping."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self._changed = anyio.Event()
-
-    def __call__(self, event: Any) -> None:
-        self.events.append(event)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def wait(self, count: int, timeout: float = 20) -> list[Any]:
-        with anyio.fail_after(timeout):
-            while len(self.events) < count:
-                await self._changed.wait()
-        return self.events
-
-    async def wait_until(self, predicate: Any, timeout: float = 20) -> None:
-        with anyio.fail_after(timeout):
-            while not predicate():
-                await self._changed.wait()
 
 
 def free_port_pair() -> int:
