@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 from anyio.streams.text import TextReceiveStream
 
 from conftest import skip_or_fail
@@ -115,3 +119,37 @@ class Recorder:
         with anyio.fail_after(timeout):
             while not predicate():
                 await self._changed.wait()
+
+
+HUB_SCRIPT = Path(__file__).with_name("bus_hub.py")
+
+
+class HubProcess:
+    """A hub (``tests/bus_hub.py``) in its own process that a test can SIGKILL and start again
+    at the same address: the restart_hub hook of conformance rule 8."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(HUB_SCRIPT), self.url], stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if line.strip() != "ready":
+            self.kill()
+            raise AssertionError(f"the hub did not start (said {line!r})")
+
+    def kill(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+        if process is not None and process.stdout is not None:
+            process.stdout.close()
+
+    async def restart(self, url: str) -> None:
+        await anyio.to_thread.run_sync(self.kill)
+        await anyio.to_thread.run_sync(self.start)

@@ -8,20 +8,14 @@ same address; across_processes runs peers in child processes.
 from __future__ import annotations
 
 import itertools
-import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import anyio
 import pytest
 
 from nanomitter import conformance
-from peers import free_port
+from peers import HubProcess, free_port
 
-HUB_SCRIPT = Path(__file__).with_name("nng_hub.py")
 SCHEMES = ["tcp", "ipc", "inproc", "ws"]
 _ids = itertools.count()
 _socket_dir = tempfile.mkdtemp(prefix="nanomitter-ipc-")  # short: unix socket paths are short
@@ -38,32 +32,6 @@ def nng_urls(scheme: str, query: str = "") -> Callable[[], str]:
         return address + query
 
     return make_url
-
-
-class HubProcess:
-    """A hub in its own process that a test can kill and start again on the same address."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(HUB_SCRIPT), self.url], stdout=subprocess.PIPE, text=True
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if line.strip() != "ready":
-            raise AssertionError(f"the hub did not start (said {line!r})")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    async def restart(self, url: str) -> None:
-        await anyio.to_thread.run_sync(self.kill)
-        await anyio.to_thread.run_sync(self.start)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from nanomitter import conformance
-from zmq_support import HubProcess, make_url
+from peers import HubProcess
+from zmq_support import make_url
 
 SCHEMES = ["tcp", "ipc"]
 CHECKS_HERE = [c for c in conformance.CHECKS if c.name != "reconnects"]

@@ -20,8 +20,8 @@ import nanomitter
 from nanomitter import DistributedEvent
 from nanomitter.core.codecs import JsonCodec, MsgpackCodec
 from nanomitter.transports.zmq import PROBE_PREFIX, NoHubError, endpoints_for
-from peers import Recorder
-from zmq_support import HubProcess, ipc_url, make_url, tcp_url, zmq_of
+from peers import HubProcess, Recorder
+from zmq_support import ipc_url, make_url, tcp_url, zmq_of
 
 pytestmark = pytest.mark.anyio
 SCHEMES = ["tcp", "ipc"]

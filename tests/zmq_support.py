@@ -5,20 +5,12 @@ from __future__ import annotations
 import atexit
 import itertools
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
-
-import anyio
-import anyio.to_thread
 
 from nanomitter import DistributedEventEmitter
 from nanomitter.transports.zmq import ZmqTransport
 
-HUB_SCRIPT = Path(__file__).with_name("zmq_hub.py")
 SOCKET_DIR = tempfile.mkdtemp(prefix="nanomitter-zmq-")  # short: unix socket paths are short
 atexit.register(shutil.rmtree, SOCKET_DIR, ignore_errors=True)
 _ids = itertools.count()
@@ -58,33 +50,3 @@ def ipc_url(query: str = "") -> str:
 
 def make_url(scheme: str, query: str = "") -> str:
     return tcp_url(query) if scheme == "tcp" else ipc_url(query)
-
-
-class HubProcess:
-    """A zmq hub in its own process that a test can SIGKILL and start again at one address."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(HUB_SCRIPT), self.url], stdout=subprocess.PIPE, text=True
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if line.strip() != "ready":
-            self.kill()
-            raise AssertionError(f"the zmq hub did not start (said {line!r})")
-
-    def kill(self) -> None:
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
-        if process is not None and process.stdout is not None:
-            process.stdout.close()
-
-    async def restart(self, url: str) -> None:
-        await anyio.to_thread.run_sync(self.kill)
-        await anyio.to_thread.run_sync(self.start)

@@ -1,4 +1,4 @@
-"""A standalone nng hub for tests: ``python tests/nng_hub.py URL``; prints ``ready``."""
+"""A standalone hub for tests (any transport with roles): ``python tests/bus_hub.py URL``."""
 
 from __future__ import annotations
 
