@@ -115,6 +115,10 @@ class Recorder:
                 await self._changed.wait()
         return self.events
 
+    @property
+    def data(self) -> list[Any]:
+        return [event.data for event in self.events]
+
     async def wait_until(self, predicate: Any, timeout: float = 20) -> None:
         with anyio.fail_after(timeout):
             while not predicate():

@@ -12,6 +12,7 @@ import pytest
 import nanomitter
 from nanomitter import DistributedEvent, DistributedEventEmitter, Problem
 from nanomitter.core.codecs import MsgpackCodec
+from peers import Recorder
 
 pytestmark = pytest.mark.anyio
 _names = itertools.count()
@@ -31,29 +32,6 @@ async def pair() -> AsyncIterator[tuple[DistributedEventEmitter, DistributedEven
     url = fresh_url()
     async with nanomitter.connect(url) as a, nanomitter.connect(url) as b:
         yield a, b
-
-
-class Recorder:
-    """Collects events and lets a test wait for a count (no sleeps)."""
-
-    def __init__(self) -> None:
-        self.events: list[DistributedEvent] = []
-        self._changed = anyio.Event()
-
-    def __call__(self, event: DistributedEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-
-    async def wait(self, count: int, timeout: float = 20) -> list[DistributedEvent]:
-        with anyio.fail_after(timeout):
-            while len(self.events) < count:
-                self._changed = anyio.Event()
-                await self._changed.wait()
-        return self.events
-
-    @property
-    def data(self) -> list[object]:
-        return [e.data for e in self.events]
 
 
 async def test_on_returns_listener_and_works_as_decorator(
@@ -86,7 +64,7 @@ async def test_seed_emit_form_and_event_fields(
     assert (first.topic, first.sender, first.seq) == ("stockprice", a.id, 1)
     assert second.seq == 2
     with pytest.raises(AttributeError):
-        first.topic = "other"  # type: ignore[misc]
+        first.topic = "other"
 
 
 async def test_echo_delivers_own_events_inline_and_echo_false_does_not() -> None:

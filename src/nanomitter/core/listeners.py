@@ -87,6 +87,17 @@ def typed_call(
     return call_typed
 
 
+def refused(
+    inbox: BoundedInbox[DistributedEvent], where: str, counters: Counters, report: Reporter
+) -> None:
+    """Account for an event a bounded queue did not take: not delivered, and, unless the
+    queue was closed (its listener removed mid-dispatch), dropped and reported."""
+    counters.delivered -= 1
+    if not inbox.closed:
+        counters.dropped += 1
+        report(OverflowProblem(where, inbox.capacity))
+
+
 class AsyncListenerRunner:
     """Feeds one async listener from its own bounded inbox, in its own task."""
 
@@ -114,13 +125,8 @@ class AsyncListenerRunner:
 
     def push(self, event: DistributedEvent) -> None:
         if not self.inbox.push_nowait(event):
-            if self.inbox.closed:  # removed while a dispatch was under way: not delivered
-                self._counters.delivered -= 1
-                return
-            self._counters.dropped += 1
-            self._counters.delivered -= 1
             name = getattr(self.fn, "__qualname__", repr(self.fn))
-            self._report(OverflowProblem(f"async listener {name}", self.inbox.capacity))
+            refused(self.inbox, f"async listener {name}", self._counters, self._report)
 
     async def run(self) -> None:
         """Call the listener for each queued event until the inbox is closed and drained."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from .codecs import Reporter
-from .errors import OverflowProblem
 from .event import DistributedEvent
 from .inbox import BoundedInbox, InboxStatistics
+from .listeners import refused
 from .stats import Counters
 
 
@@ -23,12 +23,7 @@ class Subscription:
 
     def push(self, event: DistributedEvent) -> None:
         if not self._inbox.push_nowait(event):
-            if self._inbox.closed:
-                self._counters.delivered -= 1
-                return
-            self._counters.dropped += 1
-            self._counters.delivered -= 1
-            self._report(OverflowProblem(f"subscription {self.pattern!r}", self._inbox.capacity))
+            refused(self._inbox, f"subscription {self.pattern!r}", self._counters, self._report)
 
     async def receive(self) -> DistributedEvent:
         """The next event; ``StopAsyncIteration`` once the subscription is closed and empty."""
