@@ -9,6 +9,7 @@ from . import sync
 from .connect import DEFAULT_URL, connect, default_url
 from .core import (
     BusClosedError,
+    ConnectionStateChanged,
     DistributedEvent,
     DistributedEventEmitter,
     FrameDecodeError,
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_URL",
     "BusClosedError",
     "Capabilities",
+    "ConnectionStateChanged",
     "DistributedEvent",
     "DistributedEventEmitter",
     "FrameDecodeError",

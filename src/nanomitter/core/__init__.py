@@ -5,6 +5,7 @@ from .context import TransportContext
 from .emitter import DistributedEventEmitter, new_sender_id
 from .errors import (
     BusClosedError,
+    ConnectionStateChanged,
     FrameDecodeError,
     InvalidEventError,
     InvalidOptionError,
@@ -24,6 +25,7 @@ __all__ = [
     "ANY",
     "BusClosedError",
     "Codec",
+    "ConnectionStateChanged",
     "Counters",
     "DistributedEvent",
     "DistributedEventEmitter",

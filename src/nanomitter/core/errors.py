@@ -51,6 +51,10 @@ class BusClosedError(NanomitterError, RuntimeError):
     """The emitter is not open (never entered, or already closed)."""
 
 
+class UnsupportedBackendError(NanomitterError, RuntimeError):
+    """The transport's client library does not run on this async backend (e.g. trio)."""
+
+
 class Problem(NanomitterError):
     """Something went wrong while receiving or dispatching; reported, never raised."""
 
@@ -115,3 +119,25 @@ class OverflowProblem(Problem):
             f"dropped an event: {where} queue is full ({capacity} events); "
             "the consumer is slower than the publisher (raise the queue size or speed it up)"
         )
+
+
+class ConnectionStateChanged(Problem):
+    """A transport lost, regained or gave up its connection (reported through the error
+    hook, so one hook sees everything that happens to the bus; never raised).
+
+    ``state`` is ``"disconnected"``, ``"reconnected"`` or ``"closed"``; ``kind`` equals it,
+    so the default hook's rate limit never hides a reconnect behind its disconnect.
+    """
+
+    def __init__(self, state: str, address: str, detail: str = "") -> None:
+        self.state = state
+        self.kind = state
+        self.address = address
+        self.detail = detail
+        messages = {
+            "disconnected": f"lost the connection to {address}; reconnecting",
+            "reconnected": f"reconnected to {address}",
+            "closed": f"gave up the connection to {address}",
+        }
+        text = messages.get(state, f"{state}: {address}")
+        super().__init__(f"{text} ({detail})" if detail else text)

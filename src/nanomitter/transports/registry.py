@@ -22,10 +22,12 @@ NNG_SCHEMES = (
     "nng+tcp", "nng+ipc", "nng+inproc", "nng+ws", "nng+tls+tcp",
 )  # fmt: skip
 ZMQ_SCHEMES = ("zmq+tcp", "zmq+ipc")
+NATS_SCHEMES = ("nats", "tls")
 _BUILTIN: dict[str, str] = {
     "memory": "nanomitter.transports.memory:MemoryTransport",
     **dict.fromkeys(NNG_SCHEMES, "nanomitter.transports.nng:NngTransport"),
     **dict.fromkeys(ZMQ_SCHEMES, "nanomitter.transports.zmq:ZmqTransport"),
+    **dict.fromkeys(NATS_SCHEMES, "nanomitter.transports.nats:NatsTransport"),
 }
 _registered: dict[str, type[Transport] | str] = {}
 _plugins_loaded: list[bool] = []

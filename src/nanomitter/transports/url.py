@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from ..core.errors import InvalidOptionError, UnknownOptionError
 
@@ -117,23 +117,39 @@ def _option_text(value: object) -> str:
 
 
 def redact(url: str) -> str:
-    """``url`` with any password, token or secret replaced by ``***``."""
+    """``url`` with any password, token or secret replaced by ``***``.
+
+    Handles server lists (``nats://u:p@h1:4222,nats://u:p@h2:4222``): every comma-separated
+    piece has its credentials masked.
+    """
     if "://" not in url:
         return url
+    scheme, rest = url.split("://", 1)
+    address, mark, query = rest.partition("?")
+    address = address.partition("#")[0]
+    pieces = [_redact_piece(piece) for piece in address.split(",")]
     try:
-        parts = urlsplit(url)
+        options = parse_qsl(query, keep_blank_values=True)
     except ValueError:
         return "<unparseable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        creds, _, hostpart = netloc.rpartition("@")
-        user = creds.split(":", 1)[0]
-        netloc = f"{user}:***@{hostpart}" if ":" in creds else f"***@{hostpart}"
-    query = "&".join(
-        f"{key}=***" if _is_secret(key) else f"{key}={value}"
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    masked = "&".join(
+        f"{key}=***" if _is_secret(key) else f"{key}={value}" for key, value in options
     )
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    return f"{scheme}://{','.join(pieces)}" + (f"?{masked}" if mark and masked else "")
+
+
+def _redact_piece(piece: str) -> str:
+    """One server address, ``[scheme://][user[:password]@]host...``, credentials masked."""
+    prefix = ""
+    if "://" in piece:
+        prefix, piece = piece.split("://", 1)
+        prefix += "://"
+    authority, slash, path = piece.partition("/")
+    if "@" in authority:
+        creds, _, host = authority.rpartition("@")
+        user = creds.split(":", 1)[0]
+        authority = f"{user}:***@{host}" if ":" in creds else f"***@{host}"
+    return prefix + authority + slash + path
 
 
 def _is_secret(key: str) -> bool:
