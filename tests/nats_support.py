@@ -71,11 +71,13 @@ def _quote(value: str) -> str:
 
 @dataclass
 class NatsAuth:
-    """Client authorization for a server: user and password, or a token."""
+    """Client authorization for a server: user and password, a token, or an nkey user."""
 
     user: str | None = None
     password: str | None = None
     token: str | None = None
+    nkey: str | None = None
+    """The public key (``U...``) of the one user allowed in."""
 
 
 class NatsServer:
@@ -149,6 +151,8 @@ class NatsServer:
                 lines.append(f"  user: {_quote(self.auth.user)}")
             if self.auth.password is not None:
                 lines.append(f"  password: {_quote(self.auth.password)}")
+            if self.auth.nkey is not None:
+                lines.append(f"  users: [{{nkey: {_quote(self.auth.nkey)}}}]")
             lines.append("}")
         return "\n".join(lines) + "\n"
 

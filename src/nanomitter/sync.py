@@ -116,6 +116,12 @@ class SyncDistributedEventEmitter:
         self._check_open()
         self._portal.call(self._emitter.emit, topic, data)
 
+    def listening(self) -> None:
+        """Block until every listener registered so far receives what any node emits
+        (filtering transports, ZeroMQ and NATS, take a round trip after ``on``)."""
+        self._check_open()
+        self._portal.call(self._emitter.listening)
+
     def wait_for(
         self, pattern: str, timeout: float | None = None, *, type: Any = None
     ) -> DistributedEvent:

@@ -40,7 +40,6 @@ class PayloadCodec:
             raise UnserializableDataError(
                 f"cannot emit on {topic!r}: data is not serialisable by the {self.name} codec "
                 f"({exc}); send dicts, lists, str, int, float, bool, None or msgspec Structs"
-                + (" (JSON has no bytes: use codec=msgpack)" * (self.name == "json"))
             ) from exc
 
     def decode(self, body: bytes | memoryview) -> Any:

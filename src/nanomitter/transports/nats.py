@@ -5,7 +5,7 @@ NATS subscription (``*`` and ``>`` are native, a bare ``*`` subscribes to ``>``)
 server filters. The body is the event's data alone (JSON by default) and the metadata rides
 in headers, so plain NATS clients in any language take part::
 
-    HPUB stockprice 87 113
+    HPUB stockprice 106 137
     NATS/1.0
     Content-Type: application/json
     Nanomitter-Sender: V1StGXR8_Z5jdHi6B-myT
@@ -399,9 +399,27 @@ class NatsTransport(Transport):
                             await client.flush(timeout=max(1, round(self.linger)))
                         except (nats_errors.Error, OSError, TimeoutError) as exc:
                             logger.debug("flush before close failed: %s", _describe(exc))
+                if not client.is_connected:
+                    self._abandon_buffer(client)
                 with anyio.move_on_after(max(self.linger, 1)):
-                    await client.close()
+                    try:
+                        await client.close()
+                    except (nats_errors.Error, OSError) as exc:
+                        logger.debug("closing %s: %s", self.address, _describe(exc))
         self._wake_reader()
+
+    def _abandon_buffer(self, client: BusClient) -> None:
+        """Closing while disconnected: what waits for the server is lost; count it."""
+        lost = client.discard_pending()
+        if lost:
+            self.send_dropped += lost
+            self._counters.dropped += lost
+            logger.warning(
+                "closed while disconnected from %s: %d emitted events never reached a server "
+                "(counted in dropped)",
+                self.address,
+                lost,
+            )
 
     # ------------------------------------------------------------------ connection events
 

@@ -91,6 +91,14 @@ class BusClient(Client):
         """Whether ``size`` more bytes fit the buffer kept while disconnected."""
         return self._pending_data_size + size <= self._max_pending_size
 
+    def discard_pending(self) -> int:
+        """Forget what waits for a server that is gone; returns how many events that was."""
+        pending: list[bytes] = self._pending
+        events = sum(1 for command in pending if command.startswith((b"PUB ", b"HPUB ")))
+        self._pending = []
+        self._pending_data_size = 0
+        return events
+
     @property
     def pending_bytes(self) -> int:
         return int(self._pending_data_size)
