@@ -512,3 +512,23 @@ def test_sync_facade_on_nats(nats_server: NatsServer) -> None:
         with b.subscribe("ping") as events:
             a.emit("ping", {"n": 1})
             assert next(iter(events)).data == {"n": 1}
+
+
+async def test_the_client_still_serves_nats_py_requests(nats_server: NatsServer) -> None:
+    """Messages of subscriptions that are not the bus's take nats-py's own path."""
+    async with (
+        nanomitter.connect(nats_server.url) as bus,
+        plain_client(nats_server.url) as plain,
+    ):
+        bus.on("*", lambda event: None)  # a ">" subscription sees the inbox reply too
+        await bus.listening()
+
+        async def answer(message: Msg) -> None:
+            await message.respond(message.data.upper())
+
+        await plain.subscribe("svc.upper", cb=answer)
+        await plain.flush()
+        client = bus.transport.client  # type: ignore[attr-defined]
+        reply = await client.request("svc.upper", b"hi", timeout=10)
+        assert reply.data == b"HI"
+        assert bus.transport.statistics()["plumbing_skipped"] >= 1  # the _INBOX reply

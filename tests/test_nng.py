@@ -71,10 +71,12 @@ async def test_hub_sends_nothing_back_to_the_origin() -> None:
         for n in range(20):
             await a.emit("t", n)
         await recorder.wait(20)
-        fence = Recorder()
+        fence, hub_fence = Recorder(), Recorder()
         a.on("fence", fence)
+        hub.on("fence", hub_fence)
         await b.emit("fence")
         await fence.wait(1)
+        await hub_fence.wait(1)  # the hub's member is a peer like a: wait for it too
         assert a.stats().own_echoes == 0
         assert hub.stats().received == 21  # a's 20 and b's fence, each once
 
