@@ -37,6 +37,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/nng.py
 	$(PY) benchmarks/zmq_bench.py
+	$(PY) benchmarks/nats_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

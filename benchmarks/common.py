@@ -1,4 +1,4 @@
-"""What ``benchmarks/nng.py`` and ``benchmarks/zmq_bench.py`` share.
+"""What ``benchmarks/nng.py``, ``benchmarks/zmq_bench.py`` and ``benchmarks/nats_bench.py`` share.
 
 Both run nanomitter against a raw library doing the same job, across processes: one hub,
 one publisher and N subscribers, the contenders' trials alternating. Everything here is the
@@ -20,6 +20,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import platform
+import socket
 import statistics
 import sys
 import time
@@ -258,8 +259,14 @@ def run_nano_subscriber(
     anyio.run(main)
 
 
-def run_nano_publisher(conn: Connection, nano_url: str) -> None:
-    """nanomitter's publisher: ``await bus.emit(topic, data)`` per event, then fences."""
+def run_nano_publisher(
+    conn: Connection, nano_url: str, pad_for: Callable[[int], str] = make_pad
+) -> None:
+    """nanomitter's publisher: ``await bus.emit(topic, data)`` per event, then fences.
+
+    ``pad_for(size)`` is the pad string of a ``size``-byte payload (default: the msgpack size
+    of ``data``; another codec sizes the payload its own way).
+    """
 
     async def main() -> None:
         async with nanomitter.connect(nano_url) as bus:
@@ -270,7 +277,7 @@ def run_nano_publisher(conn: Connection, nano_url: str) -> None:
             while True:
                 await anyio.wait_readable(conn.fileno())
                 _, trial, count, rate, size = control(conn)
-                pad = make_pad(size)
+                pad = pad_for(size)
                 schedule = Schedule(rate)
                 start = clock()
                 sent = 0
@@ -484,7 +491,8 @@ class Topology:
         self.children = []
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU time of every child so far (None where /proc is missing, or
+        """User + system CPU time of every child so far, and of the processes a child runs
+        (a hub that is a server program), while they run (None where /proc is missing, or
         when this topology does not measure CPU)."""
         if not self.measure_cpu:
             return None
@@ -496,6 +504,8 @@ class Topology:
             except (OSError, IndexError):
                 return None
             total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            if process.pid is not None:
+                total += _descendants_cpu(process.pid)
         return total
 
     def trial(self, count: int, rate: float, size: int) -> Trial:
@@ -545,6 +555,24 @@ class Topology:
         return result
 
 
+def _descendants_cpu(pid: int) -> float:
+    """User + system CPU time of the live child processes of ``pid`` (Linux; else 0)."""
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as listing:
+            kids = listing.read().split()
+    except OSError:
+        return 0.0
+    for kid in kids:
+        try:
+            with open(f"/proc/{kid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
 # ---------------------------------------------------------------------------- measurement
 
 
@@ -559,7 +587,8 @@ class Settings:
     latency_seconds: float
     max_lag: float
     buffer: int
-    """Messages per socket and direction: nng's socket buffers, ZeroMQ's high-water marks."""
+    """Messages per socket and direction: nng's socket buffers, ZeroMQ's high-water marks;
+    NATS: messages a subscriber's client may hold undispatched."""
 
 
 @dataclass
@@ -816,6 +845,22 @@ def goals(cells: Sequence[Cell], goal: float) -> list[str]:
             f"({listed}; worst {worst:.2f}x at {cell.size} B, {cell.subs} subscribers)"
         )
     return out
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, never the seed's default 55555."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port != 55555:
+            return port
+
+
+def common_ceilings(row: dict[str, Cell]) -> dict[str, float]:
+    """A common ceiling: 1.5x the best flat-out delivered rate of either contender."""
+    ceiling = 1.5 * max(t.delivered for cell in row.values() for t in cell.flat)
+    return dict.fromkeys(row, ceiling)
 
 
 def machine(libraries: Sequence[str]) -> str:

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -70,7 +69,6 @@ from common import (
     I_BASE,
     MAX_FRAME,
     TOPIC,
-    Cell,
     Roles,
     Schedule,
     SeqGaps,
@@ -79,6 +77,7 @@ from common import (
     Topology,
     accounting,
     frame_size,
+    free_port,
     goals,
     machine,
     make_pad,
@@ -91,6 +90,9 @@ from common import (
     run_nano_publisher,
     run_nano_subscriber,
     table,
+)
+from common import (
+    common_ceilings as ceilings,
 )
 from common import (
     control as _control,
@@ -319,21 +321,6 @@ ROLES: Roles = {
 
 
 # ---------------------------------------------------------------------------- controller
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port != 55555:
-            return port
-
-
-def ceilings(row: dict[str, Cell]) -> dict[str, float]:
-    """A common ceiling: 1.5x the best flat-out delivered rate of either contender."""
-    ceiling = 1.5 * max(t.delivered for cell in row.values() for t in cell.flat)
-    return dict.fromkeys(row, ceiling)
 
 
 def environment(settings: Settings, sizes: Sequence[int], raw_loop: str, hub: str) -> list[str]:

@@ -18,7 +18,9 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.mark.parametrize(
-    ("script", "raw"), [("nng.py", "raw pynng"), ("zmq_bench.py", "raw pyzmq")], ids=["nng", "zmq"]
+    ("script", "raw"),
+    [("nng.py", "raw pynng"), ("zmq_bench.py", "raw pyzmq"), ("nats_bench.py", "raw nats-py")],
+    ids=["nng", "zmq", "nats"],
 )
 def test_benchmark_quick_run_accounts_for_every_loss(script: str, raw: str) -> None:
     result = subprocess.run(
