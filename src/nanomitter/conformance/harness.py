@@ -24,7 +24,7 @@ from ..core.errors import Problem
 from ..core.event import DistributedEvent
 from ..core.subscription import Subscription
 from ..core.topics import pattern_matches
-from ..transports.base import Capabilities
+from ..transports.base import Capabilities, current_backend
 from ..transports.registry import transport_class
 from ..transports.url import BusURL
 
@@ -72,18 +72,6 @@ def deadline(seconds: float) -> Iterator[None]:
 
 def current_deadline() -> float:
     return _deadline.get()
-
-
-def current_backend() -> str:
-    """``"asyncio"`` or ``"trio"``: the anyio backend running the caller."""
-    try:
-        from anyio.lowlevel import current_token  # anyio >= 4.11
-    except ImportError:  # pragma: no cover (older anyio depends on sniffio)
-        import sniffio
-
-        return sniffio.current_async_library()
-    module = current_token().backend_class.__module__  # anyio._backends._trio
-    return module.rsplit("._", 1)[-1]
 
 
 def capabilities_of(url: str) -> Capabilities:

@@ -14,17 +14,26 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from anyio.lowlevel import current_token
+
 from ..core.context import TransportContext
 from ..core.event import DistributedEvent
 from .url import BusURL
 
-__all__ = ["BusURL", "Capabilities", "Transport", "TransportContext"]
+__all__ = ["BusURL", "Capabilities", "Transport", "TransportContext", "current_backend"]
 
 
 MAX_BATCH = 256
 """The most events one ``receive()`` returns. Smaller than the default async-listener queue
 (1024), so one batch cannot overflow a listener that keeps up, and other tasks (async
 listeners among them) run between batches."""
+
+
+def current_backend() -> str:
+    """``"asyncio"`` or ``"trio"``: the anyio backend running the caller (for transports
+    whose client library runs on one backend only)."""
+    module = current_token().backend_class.__module__  # anyio._backends._trio
+    return module.rsplit("._", 1)[-1]
 
 
 @dataclass(frozen=True)

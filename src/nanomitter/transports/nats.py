@@ -39,7 +39,6 @@ from urllib.parse import unquote
 import anyio
 import anyio.lowlevel
 import msgspec
-import sniffio
 from nats import errors as nats_errors
 
 from ..core.codecs import MsgpackCodec
@@ -57,7 +56,7 @@ from ..core.event import DistributedEvent
 from ..core.payloads import PAYLOAD_CODECS, PayloadCodec, by_content_type, get_payload_codec
 from ..core.stats import Counters
 from ..core.topics import ANY, pattern_matches, validate_pattern
-from .base import MAX_BATCH, Capabilities, Transport
+from .base import MAX_BATCH, Capabilities, Transport, current_backend
 from .nats_client import BusClient
 from .registry import NATS_SCHEMES
 from .url import BusURL, redact
@@ -307,7 +306,7 @@ class NatsTransport(Transport):
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self, context: TransportContext) -> None:
-        backend = sniffio.current_async_library()
+        backend = current_backend()
         if backend != "asyncio":
             raise UnsupportedBackendError(
                 f"{self.url.scheme}:// runs on asyncio only (nats-py is built on asyncio), "
