@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DURATION ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench check-python clean
+.PHONY: demo test lint bench docs check-python clean
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "nanomitter needs Python 3.11+; this is " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
@@ -19,11 +19,11 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev,cli,nats]'
+	$(PY) -m pip install -q -e '.[dev,cli,nats,docs,bench]'
 	@touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) examples/stockprice.py --duration $(DURATION)
+	$(PY) -m nanomitter.demo --seconds $(DURATION)
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -39,5 +39,8 @@ bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/zmq_bench.py
 	$(PY) benchmarks/nats_bench.py
 
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site
