@@ -30,7 +30,15 @@ from ..core.context import TransportContext
 from ..core.errors import InvalidOptionError, NanomitterError
 from ..core.event import DistributedEvent
 from .base import MAX_BATCH, Capabilities, Transport
-from .nng_lowlevel import EAGAIN, ECLOSED, Receiver, Reflector, raise_for, send_nowait
+from .nng_lowlevel import (
+    EAGAIN,
+    ECLOSED,
+    PeerCallback,
+    Receiver,
+    Reflector,
+    raise_for,
+    send_nowait,
+)
 from .registry import NNG_SCHEMES
 from .url import BusURL
 
@@ -98,6 +106,9 @@ class NngTransport(Transport):
         self.linger_ms = linger_ms
         self.tls = tls
         self.reflector: Reflector | None = None
+        self.on_peer: PeerCallback | None = None
+        """Set before ``open()`` to hear ``(joined, address)`` from the hub this member runs
+        (``nanomitter hub`` prints them); called from nng's threads, must not block."""
         self.elections_won = 0
         self._socket: pynng.Bus0 | None = None
         self._decoder: FrameDecoder | None = None
@@ -224,6 +235,8 @@ class NngTransport(Transport):
                 buffer_size=self.buffer,
                 tls_config=tls_config,
                 tls_addresses=frozenset({self.nng_address}) if tls_config else frozenset(),
+                on_peer=self.on_peer,
+                unreported=frozenset(addresses[1:]),  # our own member's in-process pipe
             )
         except (pynng.AddressInUse, pynng.exceptions.AddressInvalid, pynng.NNGException) as exc:
             if required or not _address_taken(exc):

@@ -38,6 +38,9 @@ _NEEDED = (
     "nng_msg_len",
     "nng_msg_free",
 )
+PeerCallback = Callable[[bool, str], None]
+"""``(joined, address)``: a peer connected to (True) or left (False) the hub. Called from
+nng's own threads, so it must be quick and must not block (hand the news to a queue)."""
 _NONBLOCK: int = _lib.NNG_FLAG_NONBLOCK
 EAGAIN: int = _lib.NNG_EAGAIN
 ECLOSED: int = _lib.NNG_ECLOSED
@@ -92,7 +95,11 @@ class Reflector:
         buffer_size: int,
         tls_config: pynng.TLSConfig | None = None,
         tls_addresses: frozenset[str] = frozenset(),
+        on_peer: PeerCallback | None = None,
+        unreported: frozenset[str] = frozenset(),
     ) -> None:
+        """``on_peer`` hears of every peer that connects or leaves, except those that came
+        in through one of the ``unreported`` addresses (the hub process's own member)."""
         if not raw_api_available():
             raise RuntimeError(
                 "this pynng does not expose nng_bus0_open_raw/nng_device; the nng hub needs "
@@ -105,6 +112,8 @@ class Reflector:
             self.socket.send_buffer_size = buffer_size
             if tls_config is not None and tls_addresses:
                 self.socket.tls_config = tls_config
+            if on_peer is not None:  # before listening: no peer goes unreported
+                _watch_pipes(self.socket, on_peer, unreported)
             for address in addresses:
                 self.socket.listen(address)
         except BaseException:
@@ -128,3 +137,34 @@ class Reflector:
         """Stop reflecting and release the port; waits for the device thread to end."""
         self.socket.close()
         self._thread.join(timeout=5)
+
+
+def _watch_pipes(socket: pynng.Socket, on_peer: PeerCallback, unreported: frozenset[str]) -> None:
+    """Turn pynng's pipe callbacks into ``on_peer(joined, address)`` calls.
+
+    The address is read when the pipe arrives: once it is removed, nng may already have
+    closed it. pynng runs these callbacks one at a time, under its pipe lock.
+    """
+    addresses: dict[int, str | None] = {}  # id(pipe) -> its peer's address; None: unreported
+
+    def joined(pipe: pynng.Pipe) -> None:
+        address = None if _pipe_text(pipe, "url") in unreported else _pipe_text(pipe, "remote")
+        addresses[id(pipe)] = address
+        if address is not None:
+            on_peer(True, address)
+
+    def left(pipe: pynng.Pipe) -> None:
+        address = addresses.pop(id(pipe), "")
+        if address is not None:
+            on_peer(False, address)
+
+    socket.add_post_pipe_connect_cb(joined)
+    socket.add_post_pipe_remove_cb(left)
+
+
+def _pipe_text(pipe: pynng.Pipe, what: str) -> str:
+    """The pipe's listener URL (``url``) or its peer's address (``remote``); '' if unknown."""
+    try:
+        return str(pipe.url if what == "url" else pipe.remote_address)
+    except (pynng.NNGException, ValueError, TypeError):
+        return ""

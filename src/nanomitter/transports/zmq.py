@@ -64,7 +64,7 @@ from ..core.topics import literal_prefix
 from .base import MAX_BATCH, Capabilities, Transport
 from .registry import ZMQ_SCHEMES
 from .url import BusURL
-from .zmq_proxy import Proxy, ProxyBindError, ServerCurve
+from .zmq_proxy import PeerCallback, Proxy, ProxyBindError, ServerCurve
 
 logger = logging.getLogger("nanomitter.zmq")
 ROLES = ("auto", "hub", "node")
@@ -344,6 +344,9 @@ class ZmqTransport(Transport):
         self.linger_ms = linger_ms
         self.curve = curve
         self.proxy: Proxy | None = None
+        self.on_peer: PeerCallback | None = None
+        """Set before ``open()`` to hear ``(joined, address)`` from the proxy this node runs
+        (``nanomitter hub`` prints them); called from a monitor thread, must not block."""
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._pub: zmq.Socket[bytes] | None = None
         self._sub: zmq.Socket[bytes] | None = None
@@ -479,6 +482,8 @@ class ZmqTransport(Transport):
                 linger_ms=self.linger_ms,
                 ipv6=self.endpoints.ipv6,
                 curve=self.curve.server(self.address) if self.curve is not None else None,
+                on_peer=self.on_peer,
+                own_member_first=True,  # our own member connects right after the bind
             )
         except ProxyBindError as exc:
             if lock_fd is not None:

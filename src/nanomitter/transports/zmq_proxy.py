@@ -17,13 +17,16 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
+import socket
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import zmq
 from zmq.utils import z85
+from zmq.utils.monitor import recv_monitor_message
 
 logger = logging.getLogger("nanomitter.zmq")
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -41,6 +44,10 @@ _STAT_NAMES = (
 )
 """libzmq's eight STATISTICS figures, in its order: frontend (XSUB) received / sent, then
 backend (XPUB) received / sent. Message counts are frames (a nanomitter message has two)."""
+PeerCallback = Callable[[bool, str], None]
+"""``(joined, address)``: a peer connected to (True) or left (False) the hub. Called from a
+monitor thread, so it must be quick and must not block (hand the news to a queue)."""
+_PEER_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_MONITOR_STOPPED
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,75 @@ class ZapHandler:
             sock.close(0)
 
 
+class PeerMonitor:
+    """Reports the connections one proxy socket accepts and loses (libzmq's socket monitor),
+    as ``on_peer(joined, address)`` calls from its own thread.
+
+    With ``own_member_first``, the first connection is the hub process's own member (it
+    connects over the network like everyone else, right after the bind): neither its arrival
+    nor its departure is reported. Connections are told apart by their fd, unique while open
+    (addresses are not: every ipc peer's is empty).
+    """
+
+    def __init__(
+        self, monitor: zmq.Socket[bytes], on_peer: PeerCallback, *, own_member_first: bool
+    ) -> None:
+        self._socket = monitor
+        self._on_peer = on_peer
+        self._addresses: dict[int, str] = {}  # fd -> the peer's address, read on accept
+        self._own_fd: int | None = None
+        self._own_pending = own_member_first
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nanomitter-zmq-peers", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self._socket.poll(100):  # wake now and then to notice close()
+                    continue
+                event = recv_monitor_message(self._socket)
+                kind, fd = event["event"], int(event["value"])
+                if kind == zmq.EVENT_MONITOR_STOPPED:  # the proxy socket closed
+                    return
+                if kind == zmq.EVENT_ACCEPTED and self._own_pending:
+                    self._own_pending, self._own_fd = False, fd
+                elif kind == zmq.EVENT_ACCEPTED:
+                    address = self._addresses[fd] = _peer_address(fd)
+                    self._report(True, address)
+                elif kind == zmq.EVENT_DISCONNECTED and fd == self._own_fd:
+                    self._own_fd = None
+                elif kind == zmq.EVENT_DISCONNECTED:
+                    self._report(False, self._addresses.pop(fd, ""))
+        except zmq.ZMQError as exc:  # the context went away under us
+            logger.debug("peer monitor stopped: %s", exc)
+        finally:
+            self._socket.close(0)
+
+    def _report(self, joined: bool, address: str) -> None:
+        try:
+            self._on_peer(joined, address)
+        except Exception:  # a broken callback must not end the monitoring
+            logger.exception("peer callback %r failed", self._on_peer)
+
+    def close(self) -> None:
+        """Stop reporting; waits for the thread, which closes the monitor socket."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _peer_address(fd: int) -> str:
+    """``host:port`` (or the ipc path) of the peer on a libzmq connection; '' if gone."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as connection:
+            peer = connection.getpeername()
+    except OSError:
+        return ""
+    if isinstance(peer, tuple):
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer, errors="replace") if isinstance(peer, bytes) else str(peer)
+
+
 class ProxyBindError(Exception):
     """The proxy could not bind one of its endpoints (``errno`` says why)."""
 
@@ -145,7 +221,12 @@ class ProxyBindError(Exception):
 
 class Proxy:
     """Binds XSUB at ``publish_endpoint`` and XPUB at ``subscribe_endpoint``; forwards in a
-    thread until :meth:`close`. Raises :class:`ProxyBindError` if it cannot bind."""
+    thread until :meth:`close`. Raises :class:`ProxyBindError` if it cannot bind.
+
+    With ``on_peer``, every subscriber connection (each nanomitter node has one) the XPUB
+    side accepts or loses is reported through a :class:`PeerMonitor` (``own_member_first``:
+    except the first, the hub process's own member).
+    """
 
     def __init__(
         self,
@@ -158,10 +239,13 @@ class Proxy:
         linger_ms: int,
         ipv6: bool = False,
         curve: ServerCurve | None = None,
+        on_peer: PeerCallback | None = None,
+        own_member_first: bool = False,
     ) -> None:
         self.publish_endpoint = publish_endpoint
         self.subscribe_endpoint = subscribe_endpoint
         self.zap: ZapHandler | None = None
+        self.peers: PeerMonitor | None = None
         control_name = f"inproc://nanomitter-proxy-{next(_ids)}"
         self._xsub = context.socket(zmq.XSUB)
         self._xpub = context.socket(zmq.XPUB)
@@ -184,6 +268,9 @@ class Proxy:
             self._control.linger = 0
             self._control.rcvtimeo = 2000
             self._control_remote.linger = 0
+            if on_peer is not None:  # before binding (no peer missed) and before the thread
+                monitor = self._xpub.get_monitor_socket(_PEER_EVENTS)
+                self.peers = PeerMonitor(monitor, on_peer, own_member_first=own_member_first)
             for sock, endpoint in (
                 (self._xsub, publish_endpoint),
                 (self._xpub, subscribe_endpoint),
@@ -200,6 +287,8 @@ class Proxy:
                 sock.close(0)
             if self.zap is not None:
                 self.zap.close()
+            if self.peers is not None:
+                self.peers.close()
             raise
         self._lock = threading.Lock()
         self._thread = threading.Thread(
@@ -244,3 +333,5 @@ class Proxy:
             self._control.close(0)
         if self.zap is not None:
             self.zap.close()
+        if self.peers is not None:
+            self.peers.close()

@@ -1,0 +1,5 @@
+"""``python -m nanomitter.cli``: the ``nanomitter`` command."""
+
+from . import main
+
+main()
