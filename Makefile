@@ -33,11 +33,11 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Every benchmark side by side (< 10 min): prints one table, rewrites docs/benchmarks.png and the
+# generated part of docs/benchmarks.md. One script alone, in full (with the sustainable-rate
+# search): $(PY) benchmarks/memory.py (or nng.py, zmq_bench.py, nats_bench.py; --quick, --markdown).
 bench: $(VENV)/.installed-dev
-	$(PY) benchmarks/memory.py
-	$(PY) benchmarks/nng.py
-	$(PY) benchmarks/zmq_bench.py
-	$(PY) benchmarks/nats_bench.py
+	$(PY) benchmarks/suite.py
 
 docs: $(VENV)/.installed-dev
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site

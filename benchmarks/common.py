@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import json
+import math
 import multiprocessing
 import multiprocessing.process
 import os
@@ -54,7 +56,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 def make_pad(size: int) -> str:
     """The pad string that makes the data dict's msgpack encoding exactly ``size`` bytes."""
     base: dict[str, Any] = {"i": I_BASE, "ts": time.monotonic_ns() | (1 << 40), "t": 1, "f": 0}
-    for length in range(size):
+    shortest = len(msgspec.msgpack.encode({**base, "pad": ""}))
+    for length in range(max(0, size - shortest - 4), size):  # a str header takes <= 5 bytes
         if len(msgspec.msgpack.encode({**base, "pad": "x" * length})) == size:
             return "x" * length
     raise ValueError(f"cannot build a payload of exactly {size} bytes (minimum about 40)")
@@ -589,6 +592,16 @@ class Settings:
     buffer: int
     """Messages per socket and direction: nng's socket buffers, ZeroMQ's high-water marks;
     NATS: messages a subscriber's client may hold undispatched."""
+    flat_only: bool = False
+    """Skip the sustainable-rate search (the suite's profile: it takes most of a run)."""
+    max_bytes: int = 0
+    """Cap on a flat-out run's payload bytes, so large payloads take fewer events (0: none)."""
+
+    def flat_count(self, size: int) -> int:
+        """Events per flat-out run of ``size``-byte payloads."""
+        if not self.max_bytes:
+            return self.count
+        return max(1, min(self.count, self.max_bytes // size))
 
 
 @dataclass
@@ -608,6 +621,11 @@ class Cell:
     def median_flat(self) -> Trial:
         ordered = sorted(self.flat, key=lambda t: t.delivered)
         return ordered[len(ordered) // 2]
+
+    @property
+    def searched(self) -> bool:
+        """Whether the sustainable rate was measured (not with ``--flat-only``)."""
+        return bool(self.search)
 
 
 def failure(trial: Trial, settings: Settings) -> str:
@@ -698,17 +716,18 @@ def measure(
             for size in sizes:
                 row = {name: Cell(name, subs, size) for name in CONTENDERS}
                 for top in topologies.values():  # warm-up; also sets each base index
-                    top.trial(2000, 20_000, size)
+                    top.trial(min(2000, settings.flat_count(size)), 20_000, size)
                 for _ in range(settings.repeat):
                     for name, top in topologies.items():
-                        row[name].flat.append(top.trial(settings.count, 0, size))
+                        row[name].flat.append(top.trial(settings.flat_count(size), 0, size))
                 for name, top in topologies.items():
                     row[name].latency = top.trial(
                         max(200, int(settings.latency_rate * settings.latency_seconds)),
                         settings.latency_rate,
                         size,
                     )
-                search(topologies, row, settings, ceilings)
+                if not settings.flat_only:
+                    search(topologies, row, settings, ceilings)
                 cells.extend(row.values())
                 progress(row)
             for top in topologies.values():
@@ -719,11 +738,15 @@ def measure(
 def progress(row: dict[str, Cell]) -> None:
     for cell in row.values():
         flat = cell.median_flat
+        searched = (
+            f", sustainable {cell.sustainable:,.0f}/s, search "
+            + ", ".join(f"{r / 1000:.1f}k {why or 'ok'}" for r, why in cell.search)
+            if cell.searched
+            else ""
+        )
         print(
             f"  [{cell.contender} {cell.size} B x{cell.subs}] flat out {flat.delivered:,.0f}/s "
-            f"(offered {flat.offered:,.0f}/s, loss {flat.loss:.1%}), sustainable "
-            f"{cell.sustainable:,.0f}/s, search "
-            + ", ".join(f"{r / 1000:.1f}k {why or 'ok'}" for r, why in cell.search),
+            f"(offered {flat.offered:,.0f}/s, loss {flat.loss:.1%}){searched}",
             file=sys.stderr,
             flush=True,
         )
@@ -732,17 +755,23 @@ def progress(row: dict[str, Cell]) -> None:
 # ---------------------------------------------------------------------------- report
 
 
-def _rate(value: float) -> str:
+def fmt_rate(value: float) -> str:
     return f"{value / 1000:,.1f}k" if value >= 10_000 else f"{value:,.0f}"
 
 
-def _us(value: float) -> str:
+def fmt_us(value: float) -> str:
     return f"{value / 1000:.1f} ms" if value >= 1000 else f"{value:.0f} µs"
 
 
 def _cpu(trial: Trial | None) -> str:
     value = None if trial is None else trial.cpu_per_delivery
     return "-" if value is None else f"{value:.1f}"
+
+
+def _sustainable(cell: Cell) -> str:
+    if not cell.searched:
+        return "-"
+    return ("≥ " if cell.sustainable_capped else "") + fmt_rate(cell.sustainable)
 
 
 def _base(cells: Sequence[Cell], cell: Cell) -> Cell:
@@ -779,18 +808,29 @@ def table(cells: Sequence[Cell], markdown: bool, raw_name: str, cpu_column: bool
                 f"{cell.size} B",
                 str(cell.subs),
                 raw_name if is_raw else "nanomitter",
-                _rate(flat.delivered),
+                fmt_rate(flat.delivered),
                 "1.00x" if is_raw else f"{flat.delivered / base.median_flat.delivered:.2f}x",
                 f"{flat.loss:.1%}",
                 f"{flat.reported:,} / {flat.observed:,}",
-                _rate(flat.offered),
+                fmt_rate(flat.offered),
                 *([_cpu(latency)] if cpu_column else []),
-                ("≥ " if cell.sustainable_capped else "") + _rate(cell.sustainable),
-                "1.00x" if is_raw else f"{cell.sustainable / max(base.sustainable, 1):.2f}x",
-                _us(latency.percentile(0.50)) if latency else "-",
-                _us(latency.percentile(0.99)) if latency else "-",
+                _sustainable(cell),
+                "-"
+                if not cell.searched
+                else "1.00x"
+                if is_raw
+                else f"{cell.sustainable / max(base.sustainable, 1):.2f}x",
+                fmt_us(latency.percentile(0.50)) if latency else "-",
+                fmt_us(latency.percentile(0.99)) if latency else "-",
             ]
         )
+    pairs = [body[n : n + len(CONTENDERS)] for n in range(0, len(body), len(CONTENDERS))]
+    return grid(header, pairs, markdown)
+
+
+def grid(header: Sequence[str], groups: Sequence[Sequence[Sequence[str]]], markdown: bool) -> str:
+    """A table in markdown, or aligned text with a blank line between ``groups`` of rows."""
+    body = [row for group in groups for row in group]
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(row) + " |" for row in body]
@@ -798,27 +838,39 @@ def table(cells: Sequence[Cell], markdown: bool, raw_name: str, cpu_column: bool
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     out.append("  ".join("-" * w for w in widths))
-    for n, row in enumerate(body):
-        if n and n % len(CONTENDERS) == 0:
+    for n, group in enumerate(groups):
+        if n:
             out.append("")
-        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in group]
     return "\n".join(out)
+
+
+def loss_accounting(topologies_trials: Sequence[Trial]) -> dict[str, dict[str, int]]:
+    """Per contender: trials, windows (trials x subscribers), windows where the reported loss
+    differs from the observed, and both losses, over every trial of the run."""
+    out = {}
+    for contender in CONTENDERS:
+        trials = [t for t in topologies_trials if t.contender == contender]
+        out[contender] = {
+            "trials": len(trials),
+            "windows": sum(len(t.results) for t in trials),
+            "mismatched": sum(s.reported != s.observed for t in trials for s in t.results),
+            "reported": sum(t.reported for t in trials),
+            "observed": sum(t.observed for t in trials),
+        }
+    return out
 
 
 def accounting(topologies_trials: Sequence[Trial]) -> list[str]:
     """Reported (``stats().lost``) against observed loss, over every trial of the run."""
     out = []
-    for contender in CONTENDERS:
-        trials = [t for t in topologies_trials if t.contender == contender]
-        windows = sum(len(t.results) for t in trials)
-        mismatched = [(t, s) for t in trials for s in t.results if s.reported != s.observed]
-        reported = sum(t.reported for t in trials)
-        observed = sum(t.observed for t in trials)
+    for contender, f in loss_accounting(topologies_trials).items():
         source = "stats().lost" if contender == "nanomitter" else "sequence gaps"
-        verdict = "match" if not mismatched else f"MISMATCH in {len(mismatched)} windows"
+        verdict = "match" if not f["mismatched"] else f"MISMATCH in {f['mismatched']} windows"
         out.append(
-            f"loss accounting, {contender}: {source} {reported:,} vs observed {observed:,} "
-            f"over {len(trials)} trials x subscribers = {windows} windows: {verdict}"
+            f"loss accounting, {contender}: {source} {f['reported']:,} vs observed "
+            f"{f['observed']:,} over {f['trials']} trials x subscribers = {f['windows']} "
+            f"windows: {verdict}"
         )
     return out
 
@@ -830,6 +882,8 @@ def goals(cells: Sequence[Cell], goal: float) -> list[str]:
         ("flat-out delivered", lambda c: c.median_flat.delivered),
         ("sustainable", lambda c: c.sustainable),
     ]
+    if not any(cell.searched for cell in cells):
+        figures = figures[:1]
     for figure, value in figures:
         ratios = []
         for cell in cells:
@@ -863,24 +917,28 @@ def common_ceilings(row: dict[str, Cell]) -> dict[str, float]:
     return dict.fromkeys(row, ceiling)
 
 
-def machine(libraries: Sequence[str]) -> str:
-    """CPU model, Python, OS and the versions of ``libraries``, on one line."""
-    cpu = "unknown"
+def cpu_model() -> str:
+    """The CPU's model name (Linux; else "unknown")."""
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
         for text in info:
             if text.startswith("model name"):
-                cpu = text.split(":", 1)[1].strip()
-                break
+                return text.split(":", 1)[1].strip()
+    return "unknown"
 
-    def version(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
 
+def version(name: str) -> str:
+    """An installed distribution's version, or "?"."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def machine(libraries: Sequence[str]) -> str:
+    """CPU model, Python, OS and the versions of ``libraries``, on one line."""
     libs = ", ".join(f"{n} {version(n)}" for n in libraries)
     return (
-        f"CPU: {cpu}, nproc {os.cpu_count()}; Python {platform.python_version()} "
+        f"CPU: {cpu_model()}, nproc {os.cpu_count()}; Python {platform.python_version()} "
         f"({platform.python_implementation()}), {platform.system()} {platform.machine()}; "
         f"{libs}"
     )
@@ -888,11 +946,17 @@ def machine(libraries: Sequence[str]) -> str:
 
 def method(settings: Settings) -> str:
     """How the figures were taken (without the latency trial's CPU note)."""
+    cap = f" (at most {settings.max_bytes:,} payload bytes)" if settings.max_bytes else ""
+    sustainable = (
+        "sustainable: not measured (--flat-only)"
+        if settings.flat_only
+        else f"sustainable: {settings.search_steps}-step bisection, "
+        f"{settings.trial_seconds:g} s trials (a failed rate retried {settings.retries}x), "
+        f"< 0.1% loss and lag <= {settings.max_lag * 1000:g} ms"
+    )
     return (
-        f"flat out: {settings.count:,} events, median of {settings.repeat}; sustainable: "
-        f"{settings.search_steps}-step bisection, {settings.trial_seconds:g} s trials "
-        f"(a failed rate retried {settings.retries}x), "
-        f"< 0.1% loss and lag <= {settings.max_lag * 1000:g} ms; latency at "
+        f"flat out: {settings.count:,} events{cap}, median of {settings.repeat}; "
+        f"{sustainable}; latency at "
         f"{settings.latency_rate:,.0f} events/s for {settings.latency_seconds:g} s"
     )
 
@@ -932,6 +996,14 @@ def parse_settings(
     """
     parser.add_argument("--markdown", action="store_true", help="print the table in markdown")
     parser.add_argument("--quick", action="store_true", help="smoke run: small counts, < 30 s")
+    parser.add_argument("--flat-only", action="store_true", help="skip the sustainable-rate search")
+    parser.add_argument(
+        "--max-bytes",
+        type=int,
+        default=0,
+        help="cap a flat-out run at this many payload bytes (fewer large events; 0: no cap)",
+    )
+    parser.add_argument("--results", help="also write the figures to this file (JSON)")
     args = parser.parse_args(argv)
     result = Settings(
         count=args.count,
@@ -943,6 +1015,8 @@ def parse_settings(
         latency_seconds=args.latency_seconds,
         max_lag=args.max_lag_ms / 1000,
         buffer=getattr(args, buffer),
+        flat_only=args.flat_only,
+        max_bytes=args.max_bytes,
     )
     if args.quick:
         result.count = min(result.count, 20_000)
@@ -980,3 +1054,57 @@ def report(
     print()
     print("\n".join(prefix + text for text in lines))
     return 1 if any("MISMATCH" in text for text in lines) else 0
+
+
+# ---------------------------------------------------------------------------- results file
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+def cell_record(cell: Cell) -> dict[str, Any]:
+    """One cell's figures, for ``--results`` (what ``benchmarks/suite.py`` reads)."""
+    flat = cell.median_flat
+    latency = cell.latency
+    return {
+        "contender": cell.contender,
+        "subs": cell.subs,
+        "size": cell.size,
+        "count": flat.count,
+        "runs": [t.delivered for t in cell.flat],
+        "delivered": flat.delivered,
+        "offered": flat.offered,
+        "loss": flat.loss,
+        "sustainable": cell.sustainable if cell.searched else None,
+        "latency_rate": latency.rate if latency else None,
+        "latency_count": latency.count if latency else None,
+        "p50_us": _finite(latency.percentile(0.50)) if latency else None,
+        "p99_us": _finite(latency.percentile(0.99)) if latency else None,
+        "cpu_us": _finite(latency.cpu_per_delivery) if latency else None,
+    }
+
+
+def save_results(
+    path: str | None,
+    *,
+    transport: str,
+    raw_name: str,
+    environment: Sequence[str],
+    cells: Sequence[Cell],
+    trials: Sequence[Trial],
+    lines: Sequence[str],
+) -> None:
+    """Write the run's figures as JSON to ``path`` (nothing without ``--results``)."""
+    if not path:
+        return
+    record = {
+        "transport": transport,
+        "raw": raw_name,
+        "environment": list(environment),
+        "cells": [cell_record(cell) for cell in cells],
+        "accounting": loss_accounting(trials),
+        "lines": list(lines),
+    }
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(record, out, indent=1)

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import importlib.metadata
 import itertools
+import json
 import os
 import platform
 import statistics
@@ -485,6 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-trio", action="store_true", help="skip nanomitter on trio")
     parser.add_argument("--markdown", action="store_true", help="print the table in markdown")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny count, one run")
+    parser.add_argument("--results", help="also write the figures to this file (JSON)")
     args = parser.parse_args(argv)
     count: int = args.count
     repeat: int = args.repeat
@@ -501,7 +504,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = lines(rows, count, sizes, args.stat)
     prefix = "- " if args.markdown else ""
     load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work on the machine)"
-    print("\n".join(prefix + text for text in environment(count, repeat, args.stat, sizes, load)))
+    env = environment(count, repeat, args.stat, sizes, load)
+    if args.results:
+        with open(args.results, "w", encoding="utf-8") as out:
+            rows_json = [dataclasses.asdict(ln) for ln in data]
+            record = {"environment": env, "count": count, "lines": rows_json, "goals": goals(data)}
+            json.dump(record, out, indent=1)
+    print("\n".join(prefix + text for text in env))
     print(f"{prefix}wall time {time.perf_counter() - started:.0f} s")
     print()
     print(table(data, args.markdown))

@@ -107,6 +107,7 @@ from common import (
     report,
     run_nano_publisher,
     run_nano_subscriber,
+    save_results,
     table,
 )
 from common import (
@@ -478,15 +479,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cells, trials = measure(subs_counts, sizes, settings, topology, ceilings)
     finally:
-        lines = slow_consumers(logs)
+        slow = slow_consumers(logs)
+    env = environment(settings, sizes, args.codec, binary)
+    lines = accounting(trials) + slow + goals(cells, 0.8)
+    save_results(
+        args.results,
+        transport="nats",
+        raw_name="raw nats-py",
+        environment=env,
+        cells=cells,
+        trials=trials,
+        lines=lines,
+    )
     return report(
-        environment(settings, sizes, args.codec, binary),
+        env,
         started,
         load_before,
         load_note="this run's own processes included; the contenders' trials alternate, so "
         "load from elsewhere hits both",
         table_text=table(cells, args.markdown, "raw nats-py", cpu_column=True),
-        lines=accounting(trials) + lines + goals(cells, 0.8),
+        lines=lines,
         markdown=args.markdown,
     )
 

@@ -89,6 +89,7 @@ from common import (
     run_nano_hub,
     run_nano_publisher,
     run_nano_subscriber,
+    save_results,
     table,
 )
 from common import (
@@ -367,14 +368,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     cells, trials = measure(subs_counts, sizes, settings, topology, ceilings)
+    env = environment(settings, sizes, args.raw_loop, args.nano_hub)
+    lines = accounting(trials) + goals(cells, 0.8)
+    save_results(
+        args.results,
+        transport="nng",
+        raw_name="raw pynng",
+        environment=env,
+        cells=cells,
+        trials=trials,
+        lines=lines,
+    )
     return report(
-        environment(settings, sizes, args.raw_loop, args.nano_hub),
+        env,
         started,
         load_before,
         load_note="this run's own processes "
         "included; the contenders' trials alternate, so load from elsewhere hits both",
         table_text=table(cells, args.markdown, "raw pynng", cpu_column=True),
-        lines=accounting(trials) + goals(cells, 0.8),
+        lines=lines,
         markdown=args.markdown,
     )
 

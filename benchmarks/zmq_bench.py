@@ -89,6 +89,7 @@ from common import (
     run_nano_hub,
     run_nano_publisher,
     run_nano_subscriber,
+    save_results,
     table,
 )
 from common import control as _control
@@ -384,13 +385,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     cells, trials = measure(subs_counts, sizes, settings, topology, ceilings)
+    env = environment(settings, sizes, args.raw_loop, args.nano_hub)
+    lines = accounting(trials) + goals_zmq(cells)
+    save_results(
+        args.results,
+        transport="zmq",
+        raw_name="raw pyzmq",
+        environment=env,
+        cells=cells,
+        trials=trials,
+        lines=lines,
+    )
     return report(
-        environment(settings, sizes, args.raw_loop, args.nano_hub),
+        env,
         started,
         load_before,
         load_note="both contenders' trials alternate, so load from elsewhere hits both",
         table_text=table(cells, args.markdown, "raw pyzmq", cpu_column=False),
-        lines=accounting(trials) + goals_zmq(cells),
+        lines=lines,
         markdown=args.markdown,
     )
 
