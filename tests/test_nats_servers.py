@@ -17,7 +17,14 @@ import nats
 import nats.errors
 import pytest
 
-from nats_support import NatsAuth, NatsCluster, NatsServer, nats_cluster, nats_server
+from nats_support import (
+    NatsAuth,
+    NatsCluster,
+    NatsServer,
+    nats_cluster,
+    nats_server,
+    subscriptions_in_force,
+)
 from tls_files import make_tls_files
 
 __all__ = ["nats_cluster", "nats_server"]  # fixtures: imported so that pytest finds them
@@ -66,7 +73,7 @@ async def test_a_single_server_carries_a_message(nats_server: NatsServer) -> Non
     publisher = await connect(nats_server.url)
     try:
         subscription = await subscriber.subscribe("greetings")
-        await subscriber.flush()
+        await subscriptions_in_force(subscriber)
         await publisher.publish("greetings", b"hello")
         await publisher.flush()
         message = await subscription.next_msg(timeout=5)
@@ -88,7 +95,7 @@ async def test_a_cluster_routes_between_its_servers(nats_cluster: NatsCluster) -
     publisher = await connect(third.url)
     try:
         subscription = await subscriber.subscribe("across")
-        await subscriber.flush()
+        await subscriptions_in_force(subscriber)
         assert await publish_until_received(publisher, subscription, b"hop") == b"hop"
         assert first.connections() == 1
         assert third.connections() == 1
@@ -107,7 +114,7 @@ async def test_a_killed_server_rejoins_after_a_restart(nats_cluster: NatsCluster
     subscriber = await connect(first.url)
     try:
         subscription = await subscriber.subscribe("still")
-        await subscriber.flush()
+        await subscriptions_in_force(subscriber)
         publisher = await connect(second.url)
         try:
             assert await publish_until_received(publisher, subscription, b"two") == b"two"

@@ -358,6 +358,7 @@ class NatsTransport(Transport):
             raise self._no_servers(_describe(exc)) from None
         self.client = client
         await self._reconcile()
+        await client.flush_in_order(self.connect_timeout)  # listeners added before open work
 
     def _refused(self) -> str:
         return (
@@ -395,7 +396,7 @@ class NatsTransport(Transport):
                 if client.is_connected:
                     with anyio.move_on_after(self.linger):
                         try:
-                            await client.flush(timeout=max(1, round(self.linger)))
+                            await client.flush_in_order(self.linger)
                         except (nats_errors.Error, OSError, TimeoutError) as exc:
                             logger.debug("flush before close failed: %s", _describe(exc))
                 if not client.is_connected:
@@ -485,7 +486,7 @@ class NatsTransport(Transport):
             error, self._interest_error = self._interest_error, None
             raise NanomitterError(f"subscribing on {self.address} failed: {error}") from error
         if client.is_connected:
-            await client.flush(timeout=max(1, round(self.connect_timeout)))
+            await client.flush_in_order(self.connect_timeout)
 
     async def _reconcile(self) -> None:
         """Bring the NATS subscriptions in line with the wanted patterns, oldest kept."""

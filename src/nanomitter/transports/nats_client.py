@@ -87,6 +87,17 @@ class BusClient(Client):
             queue.put_nowait(asyncio.get_running_loop().create_future())  # wake the flusher
         return None
 
+    async def flush_in_order(self, seconds: float) -> None:
+        """Return once the server has processed everything queued so far.
+
+        nats-py's ``flush()`` writes its PING straight to the socket, ahead of commands
+        still waiting in the pending buffer, so its PONG can come back before the server
+        has seen an earlier ``SUB``. Writing the buffer out first restores the order.
+        """
+        if self.is_connected:
+            await self._flush_pending(force_flush=True)
+        await self.flush(timeout=max(1, round(seconds)))
+
     def room_for(self, size: int) -> bool:
         """Whether ``size`` more bytes fit the buffer kept while disconnected."""
         return self._pending_data_size + size <= self._max_pending_size
