@@ -115,6 +115,13 @@ CHECKS: tuple[Check, ...] = (
         _checks.check_invalid_topics,
     ),
     Check(
+        "presence",
+        1,
+        "peers() lists the members that announce themselves; on_peer hears them join and "
+        "leave; a closed member leaves at once",
+        _checks.check_presence,
+    ),
+    Check(
         "across_processes",
         1,
         "rules 1 and 2 hold between emitters in separate processes",

@@ -17,6 +17,7 @@ from .errors import (
     UnknownSchemeError,
 )
 from .event import DistributedEvent, Envelope
+from .presence import Peer
 from .stats import Counters, Stats
 from .subscription import Subscription
 from .topics import ANY, PatternTrie, pattern_matches, validate_pattern, validate_topic
@@ -40,6 +41,7 @@ __all__ = [
     "NanomitterError",
     "OverflowProblem",
     "PatternTrie",
+    "Peer",
     "Problem",
     "Stats",
     "Subscription",

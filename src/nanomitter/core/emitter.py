@@ -8,8 +8,9 @@ subscriptions and ``wait_for``. The transport only moves events.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -26,6 +27,7 @@ from .listeners import (
     is_async_callable,
     typed_call,
 )
+from .presence import Peer, PeerEvent, PeerHook, PeerTable, heartbeat_data
 from .report import LogProblems
 from .stats import Counters, Stats
 from .subscription import Subscription
@@ -40,6 +42,7 @@ Route = tuple[tuple[Callable[[DistributedEvent], object], Registration], ...]
 DEFAULT_LISTENER_QUEUE = 1024
 HEARTBEAT_TOPIC = "<3"
 DEFAULT_HEARTBEAT_INTERVAL = 60.0
+PRESENCE_INTEREST = frozenset({HEARTBEAT_TOPIC})
 MAX_CACHED_ROUTES = 8192
 MAX_TRACKED = 8192
 """Bound on remembered senders, topics per sender, and own per-topic counters."""
@@ -94,6 +97,7 @@ class DistributedEventEmitter:
         self._seen: dict[str, dict[str, int]] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._send_nowait = transport.send_nowait
+        self._presence = PeerTable(self._report, self._count_listener_error)
 
     # ------------------------------------------------------------------ listeners
 
@@ -172,7 +176,7 @@ class DistributedEventEmitter:
         refs = self._pattern_refs.get(pattern, 0)
         self._pattern_refs[pattern] = refs + 1
         if refs == 0:
-            self.transport.set_interest(frozenset(self._pattern_refs))
+            self.transport.set_interest(self._interest())
         return fn
 
     def _once_call(
@@ -212,7 +216,7 @@ class DistributedEventEmitter:
             self._pattern_refs[registration.pattern] = refs
         else:
             del self._pattern_refs[registration.pattern]
-            self.transport.set_interest(frozenset(self._pattern_refs))
+            self.transport.set_interest(self._interest())
 
     # ------------------------------------------------------------------ emitting
 
@@ -258,14 +262,76 @@ class DistributedEventEmitter:
         return event
 
     async def _heartbeats(self) -> None:
-        """The original nanomitter's presence signal: ``<3`` with ``{service}``, for others."""
-        data = {"service": self.service}
+        """The original nanomitter's presence signal: ``<3`` with ``{service}``, for others
+        (ours add ``interval``, ``host`` and ``pid``; see :mod:`.presence`)."""
+        data = heartbeat_data(self.service, self.heartbeat_interval)
         while self._state is _OPEN:
             try:
                 await self._send(HEARTBEAT_TOPIC, data)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 return
             await anyio.sleep(self.heartbeat_interval)
+
+    async def _expire_peers(self) -> None:
+        """Declare peers gone when they miss their heartbeats (a killed process says no bye)."""
+        while self._state is _OPEN:
+            next_expiry = self._presence.expire()
+            wait = 1.0 if next_expiry is None else next_expiry - time.time()
+            await anyio.sleep(min(1.0, max(0.01, wait)))
+
+    async def _say_goodbye(self) -> None:
+        """A last ``<3`` with ``bye``, so peers see us leave now, not after the timeout."""
+        if not (self.service and self.heartbeat_interval > 0):
+            return
+        data = heartbeat_data(self.service, self.heartbeat_interval, bye=True)
+        with anyio.move_on_after(1.0):
+            with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                await self._send(HEARTBEAT_TOPIC, data)
+
+    # ------------------------------------------------------------------ presence
+
+    def peers(self) -> list[Peer]:
+        """The live members that announce themselves (emitters with a service name).
+
+        Built from the ``<3`` heartbeats; a peer is gone after its bye or after three of its
+        heartbeat intervals of silence. This emitter is not in the list.
+        """
+        return self._presence.peers()
+
+    @overload
+    def on_peer(self, kind: PeerEvent, hook: PeerHook) -> PeerHook: ...
+    @overload
+    def on_peer(self, kind: PeerEvent, hook: None = None) -> Callable[[PeerHook], PeerHook]: ...
+
+    def on_peer(
+        self, kind: PeerEvent, hook: PeerHook | None = None
+    ) -> PeerHook | Callable[[PeerHook], PeerHook]:
+        """Call ``hook(peer)`` when a peer joins (``"joined"``) or leaves (``"left"``).
+
+        Without ``hook`` it returns a decorator. A hook that raises is reported like a
+        listener error.
+        """
+        if hook is None:
+
+            def decorate(fn: PeerHook) -> PeerHook:
+                self._presence.add_hook(kind, fn)
+                return fn
+
+            return decorate
+        self._presence.add_hook(kind, hook)
+        return hook
+
+    def off_peer(self, kind: PeerEvent, hook: PeerHook) -> bool:
+        """Remove a hook added with :meth:`on_peer`; returns whether it was there."""
+        return self._presence.remove_hook(kind, hook)
+
+    def _interest(self) -> frozenset[str]:
+        """What this emitter must receive: its listeners' patterns, and heartbeats (presence
+        needs them even without a ``<3`` listener; filtering transports would drop them)."""
+        return frozenset(self._pattern_refs) | PRESENCE_INTEREST
+
+    def _count_listener_error(self) -> None:
+        self._counters.listener_errors += 1
 
     # ------------------------------------------------------------------ pull style
 
@@ -359,6 +425,8 @@ class DistributedEventEmitter:
                 counters.own_echoes += 1
                 continue
             counters.received += 1
+            if event.topic == HEARTBEAT_TOPIC:
+                self._presence.heartbeat(sender, event.data)
             seq = event.seq
             if seq:
                 topics = seen.get(sender)
@@ -408,7 +476,7 @@ class DistributedEventEmitter:
         context = TransportContext(self.id, self.service, self._counters, self._report)
         await self.transport.open(context)  # before the task group: errors stay ungrouped
         try:
-            self.transport.set_interest(frozenset(self._pattern_refs))
+            self.transport.set_interest(self._interest())
             task_group = anyio.create_task_group()
             await task_group.__aenter__()
         except BaseException:
@@ -420,6 +488,7 @@ class DistributedEventEmitter:
         task_group.start_soon(self._receive_loop)
         if self.service and self.heartbeat_interval > 0:
             task_group.start_soon(self._heartbeats)
+        task_group.start_soon(self._expire_peers)
         for registration in self._registrations:
             if registration.runner is not None:
                 registration.runner.start(task_group)
@@ -453,6 +522,7 @@ class DistributedEventEmitter:
         self._state = _CLOSING
         try:
             with anyio.CancelScope(shield=True):
+                await self._say_goodbye()
                 await self.transport.aclose()
                 for subscription in self._subscriptions:
                     subscription.close()  # `async for` ends once the queue is drained
