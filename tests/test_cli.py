@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -112,6 +113,24 @@ async def test_hub_sub_and_pub_in_separate_processes(
         assert await exit_code(hub) == 0, hub_out.lines
     assert any(f"hub stopped ({stop.name})" in line for line in hub_out.lines), hub_out.lines
     assert not any("Traceback" in line for line in hub_out.lines), hub_out.lines
+
+
+async def test_hub_names_services_joining_and_leaving(anyio_backend: str) -> None:
+    """Presence on the hub: a sub with --service is named when it joins and when it leaves
+    (its bye on SIGTERM)."""
+    url = url_for("nng")
+    async with running(cli("hub", url, "--stats-interval", "0")) as (hub, hub_out):
+        await hub_out.wait_for(containing("hub running on"), DEADLINE)
+        async with running(cli("sub", "--service", "watcher", "--url", url)) as (sub, sub_out):
+            await sub_out.wait_for(containing("listening on"), DEADLINE)
+            joined = await hub_out.wait_for(containing("service watcher ("), DEADLINE)
+            assert f"joined on {socket.gethostname()} (pid {sub.pid})" in joined, joined
+            sub.send_signal(signal.SIGTERM)
+            assert await exit_code(sub) == 0, sub_out.lines
+        left = await hub_out.wait_for(lambda line: "watcher" in line and "left" in line, DEADLINE)
+        assert left.endswith("left"), left
+        hub.send_signal(signal.SIGTERM)
+        assert await exit_code(hub) == 0, hub_out.lines
 
 
 async def test_pub_reads_json_lines_and_sub_prints_readable_lines(anyio_backend: str) -> None:

@@ -1,8 +1,8 @@
 """``nanomitter hub``: run a bus's hub on its own and say who comes and goes.
 
 The hub is the transport's own (an nng reflector or a ZeroMQ proxy, each in a thread, no
-Python per message), run by an emitter connected with ``role=hub``. That emitter hears the
-original nanomitter's ``<3`` heartbeats, so the hub can name the services on the bus; the
+Python per message), run by an emitter connected with ``role=hub``. That emitter's presence
+table (the ``<3`` heartbeats) names the services joining and leaving the bus; the
 transports report peers joining and leaving from their own threads (:class:`PeerNews`
 carries that to the event loop without ever blocking them).
 """
@@ -19,9 +19,9 @@ from typing import NoReturn
 import anyio
 import click
 
-from ..core.emitter import HEARTBEAT_TOPIC, DistributedEventEmitter
+from ..core.emitter import DistributedEventEmitter
 from ..core.errors import NanomitterError
-from ..core.event import DistributedEvent
+from ..core.presence import Peer
 from ..transports.nng import NngTransport
 from ..transports.registry import NATS_SCHEMES, transport_class
 from ..transports.url import BusURL
@@ -95,7 +95,8 @@ async def serve(bus: DistributedEventEmitter, address: str, stats_interval: floa
     transport = bus.transport
     if isinstance(transport, NngTransport | ZmqTransport):
         transport.on_peer = news.put
-    bus.on(HEARTBEAT_TOPIC, services.heard)
+    bus.on_peer("joined", services.joined)
+    bus.on_peer("left", services.left)
 
     final: list[str] = []
 
@@ -192,19 +193,14 @@ class PeerCounter:
 
 
 class ServiceLog:
-    """Names each service the first time its heartbeat (``<3`` ``{"service": ...}``) arrives."""
+    """Says when a service joins or leaves, from presence (the ``<3`` heartbeats)."""
 
-    def __init__(self) -> None:
-        self.seen: dict[str, str] = {}  # sender -> service
+    def joined(self, peer: Peer) -> None:
+        where = f" on {peer.host} (pid {peer.pid})" if peer.host else ""
+        say(f"service {peer.service or '?'} ({peer.id}) joined{where}", style="cyan")
 
-    def heard(self, event: DistributedEvent) -> None:
-        if event.sender in self.seen:
-            return
-        data = event.data
-        service = data.get("service") if isinstance(data, dict) else None
-        name = service if isinstance(service, str) and service else "?"
-        self.seen[event.sender] = name
-        say(f"service {name} ({event.sender}) is alive", style="cyan")
+    def left(self, peer: Peer) -> None:
+        say(f"service {peer.service or '?'} ({peer.id}) left", style="cyan")
 
 
 async def report_statistics(
