@@ -260,8 +260,7 @@ class NatsTransport(Transport):
         self._sender = ""
         # interest
         self._wanted: frozenset[str] = frozenset()
-        self._subscriptions: dict[str, Any] = {}  # pattern -> nats Subscription
-        self._order: list[tuple[int, str]] = []  # (sid, pattern), oldest first
+        self._subscriptions: dict[str, Any] = {}  # pattern -> nats Subscription, oldest first
         self._reconcile_done: anyio.Event | None = None
         self._reconciling = False
         self._interest_error: BaseException | None = None
@@ -498,12 +497,10 @@ class NatsTransport(Transport):
                 for pattern in sorted(wanted - current):
                     subscription = await client.subscribe_bus(self._subject_of(pattern), self._sink)
                     self._subscriptions[pattern] = subscription
-                    self._order.append((subscription._id, pattern))
-                    self._reindex()
+                    self._owners.clear()  # who delivers which subject may change
                 for pattern in current - wanted:
                     subscription = self._subscriptions.pop(pattern)
-                    self._order = [item for item in self._order if item[1] != pattern]
-                    self._reindex()
+                    self._owners.clear()  # who delivers which subject may change
                     await client.unsubscribe_bus(subscription)
                 if self._wanted == wanted:
                     break
@@ -515,9 +512,6 @@ class NatsTransport(Transport):
             done = self._reconcile_done
             if done is not None:
                 done.set()
-
-    def _reindex(self) -> None:
-        self._owners.clear()
 
     def _subject_of(self, pattern: str) -> str:
         subject = ">" if pattern == ANY else pattern
@@ -692,9 +686,9 @@ class NatsTransport(Transport):
             head = self.prefix + "."
             text = text[len(head) :] if text.startswith(head) else ""
         if text and not text.startswith(("$", "_INBOX.")):
-            for candidate, pattern in self._order:
+            for pattern, subscription in self._subscriptions.items():
                 if pattern_matches(pattern, text):
-                    owner_sid = candidate
+                    owner_sid = subscription._id
                     break
             else:  # no pattern explains it: take the first copy (the core rejects the topic)
                 owner_sid = sid
