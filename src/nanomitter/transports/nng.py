@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,6 +31,7 @@ from ..core.context import TransportContext
 from ..core.errors import InvalidOptionError, NanomitterError
 from ..core.event import DistributedEvent
 from .base import MAX_BATCH, Capabilities, Transport
+from .election import Election
 from .nng_lowlevel import (
     EAGAIN,
     ECLOSED,
@@ -101,7 +103,7 @@ class NngTransport(Transport):
         self.max_frame_bytes = max_frame_bytes
         self.buffer = buffer
         self.reconnect_ms = reconnect_ms
-        self.election_ms = election_ms
+        self.election = Election(election_ms)
         self.connect_timeout = connect_timeout
         self.linger_ms = linger_ms
         self.tls = tls
@@ -109,7 +111,6 @@ class NngTransport(Transport):
         self.on_peer: PeerCallback | None = None
         """Set before ``open()`` to hear ``(joined, address)`` from the hub this member runs
         (``nanomitter hub`` prints them); called from nng's threads, must not block."""
-        self.elections_won = 0
         self._socket: pynng.Bus0 | None = None
         self._decoder: FrameDecoder | None = None
         self._recv_fd = -1
@@ -118,8 +119,6 @@ class NngTransport(Transport):
         self._last_send = 0.0
         self._last_yield = 0.0
         self._receiver: Receiver | None = None
-        self._hubless_since: float | None = None
-        self._election_jitter = 0.0
         self._sender = ""
         self._pending: list[DistributedEvent] = []
         self._joined_nonce: str | None = None
@@ -150,7 +149,6 @@ class NngTransport(Transport):
         self._decoder = context.decoder(self.codec, self.max_frame_bytes)
         self._sender = context.sender
         self._send_lock = anyio.Lock()
-        self._election_jitter = random.random()
         dial = self.nng_address
         if self.role in ("auto", "hub") and self._try_become_hub(
             required=self.role == "hub", local=self._local_address()
@@ -365,33 +363,15 @@ class NngTransport(Transport):
             await anyio.wait_readable(self._recv_fd)
             return
         # an auto member without a hub binds after election_ms (+ jitter, so one wins)
-        with anyio.move_on_after(0.05 + self.election_ms / 4000):
+        with anyio.move_on_after(self.election.patience):
             await anyio.wait_readable(self._recv_fd)
-            self._hubless_since = None
+            self.election.hub_seen()
             return
-        self._check_election()
-
-    def _check_election(self) -> None:
         socket = self._socket
-        if socket is None:
-            return
-        if socket.pipes:
-            self._hubless_since = None
-            return
-        now = time.monotonic()
-        if self._hubless_since is None:
-            self._hubless_since = now
-            return
-        wait = self.election_ms / 1000 * (1 + self._election_jitter)
-        if now - self._hubless_since < wait:
-            return
-        self._hubless_since = None
-        try:
-            won = self._try_become_hub(required=False)
-        except NanomitterError:
-            return  # e.g. the address is not on this host: stay a member and keep dialling
-        if won:
-            self.elections_won += 1
+        if socket is not None:
+            self.election.check(
+                not socket.pipes, partial(self._try_become_hub, required=False), self.address
+            )
 
     # ------------------------------------------------------------------ reporting
 
@@ -409,7 +389,7 @@ class NngTransport(Transport):
             "hub": int(self.reflector is not None),
             "hub_peers": self.reflector.peer_count if self.reflector is not None else 0,
             "pipes": len(socket.pipes) if socket is not None else 0,
-            "elections_won": self.elections_won,
+            "elections_won": self.election.won,
         }
 
 

@@ -38,12 +38,12 @@ import errno
 import fcntl
 import logging
 import os
-import random
 import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,6 +62,7 @@ from ..core.event import DistributedEvent
 from ..core.stats import Counters
 from ..core.topics import literal_prefix
 from .base import MAX_BATCH, Capabilities, Transport
+from .election import Election
 from .registry import ZMQ_SCHEMES
 from .url import BusURL
 from .zmq_proxy import PeerCallback, Proxy, ProxyBindError, ServerCurve
@@ -336,10 +337,7 @@ class ZmqTransport(Transport):
         self.send_timeout = send_timeout_ms / 1000
         self.batch = batch
         self.reconnect_ms = reconnect_ms
-        self.election_ms = election_ms
-        self.elections_won = 0
-        self._election_jitter = random.random()
-        self._hubless_since: float | None = None
+        self.election = Election(election_ms)
         self.connect_timeout = connect_timeout
         self.linger_ms = linger_ms
         self.curve = curve
@@ -853,42 +851,25 @@ class ZmqTransport(Transport):
             electing = (
                 self.role == "auto"
                 and self.proxy is None
-                and self.election_ms > 0
+                and self.election.election_ms > 0
                 and self._may_serve()
             )
             if not (self._backlog or electing):
                 await anyio.wait_readable(self._sub_fd)
                 continue
-            patience = PROBE_RETRY if self._backlog else 0.05 + self.election_ms / 4000
+            patience = PROBE_RETRY if self._backlog else self.election.patience
             with anyio.move_on_after(patience):
                 await anyio.wait_readable(self._sub_fd)
-                self._hubless_since = None  # traffic: a hub forwards to us
+                self.election.hub_seen()  # traffic: a hub forwards to us
                 continue
             if self._backlog:
                 self._service_backlog()
-            if electing:
-                self._check_election()
-
-    def _check_election(self) -> None:
-        """Run the proxy once the hub's address has been free for election_ms (x 1..2)."""
-        if not self._hub_address_free():
-            self._hubless_since = None
-            return
-        now = time.monotonic()
-        if self._hubless_since is None:
-            self._hubless_since = now
-            return
-        if now - self._hubless_since < self.election_ms / 1000 * (1 + self._election_jitter):
-            return
-        self._hubless_since = None
-        try:
-            won = self._try_become_hub(required=False)
-        except NanomitterError as exc:
-            logger.debug("could not take over the hub at %s: %s", self.address, exc)
-            return
-        if won:
-            self.elections_won += 1
-            logger.info("took over as the hub of %s", self.address)
+            if electing:  # run the proxy once the hub's address has been free long enough
+                self.election.check(
+                    self._hub_address_free(),
+                    partial(self._try_become_hub, required=False),
+                    self.address,
+                )
 
     def _hub_address_free(self) -> bool:
         """Whether nobody serves the bus here: the XSUB port binds, or the ipc lock is free.
@@ -949,7 +930,7 @@ class ZmqTransport(Transport):
     def statistics(self) -> Mapping[str, int]:
         figures = {
             "hub": int(self.proxy is not None),
-            "elections_won": self.elections_won,
+            "elections_won": self.election.won,
             "subscriptions": len(self._prefixes),
             "frames_sent": self.frames_sent,
             "events_coalesced": self.events_coalesced,
