@@ -11,13 +11,17 @@ from .errors import (
     InvalidOptionError,
     ListenerError,
     NanomitterError,
+    NoResponders,
     OverflowProblem,
     Problem,
+    RemoteError,
+    RequestTimeout,
     UnknownOptionError,
     UnknownSchemeError,
 )
 from .event import DistributedEvent, Envelope
 from .presence import Peer
+from .requests import Reply
 from .stats import Counters, Stats
 from .subscription import Subscription
 from .topics import ANY, PatternTrie, pattern_matches, validate_pattern, validate_topic
@@ -39,10 +43,14 @@ __all__ = [
     "ListenerError",
     "MsgpackCodec",
     "NanomitterError",
+    "NoResponders",
     "OverflowProblem",
     "PatternTrie",
     "Peer",
     "Problem",
+    "RemoteError",
+    "Reply",
+    "RequestTimeout",
     "Stats",
     "Subscription",
     "TransportContext",

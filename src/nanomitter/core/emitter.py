@@ -29,14 +29,16 @@ from .listeners import (
 )
 from .presence import Peer, PeerEvent, PeerHook, PeerTable, heartbeat_data
 from .report import LogProblems
+from .requests import DEFAULT_CONCURRENCY, Reply, Requests, Responder
 from .stats import Counters, Stats
 from .subscription import Subscription
-from .topics import PatternTrie, validate_pattern, validate_topic
+from .topics import REQUEST_PREFIXES, PatternTrie, validate_pattern, validate_topic
 
 if TYPE_CHECKING:
     from ..transports.base import Transport
 
 L = TypeVar("L", bound=Listener)
+R = TypeVar("R", bound=Responder)
 Route = tuple[tuple[Callable[[DistributedEvent], object], Registration], ...]
 
 DEFAULT_LISTENER_QUEUE = 1024
@@ -98,6 +100,18 @@ class DistributedEventEmitter:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._send_nowait = transport.send_nowait
         self._presence = PeerTable(self._report, self._count_listener_error)
+        self._requests = Requests(
+            self.id,
+            service=service,
+            presence=self._presence,
+            counters=self._counters,
+            report=self._report,
+            send=transport.send_nowait,
+            interest_changed=self._interest_changed,
+            heartbeat_interval=heartbeat_interval,
+        )
+        self._wake_heartbeat: anyio.Event | None = None
+        self._announced: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ listeners
 
@@ -263,14 +277,20 @@ class DistributedEventEmitter:
 
     async def _heartbeats(self) -> None:
         """The original nanomitter's presence signal: ``<3`` with ``{service}``, for others
-        (ours add ``interval``, ``host`` and ``pid``; see :mod:`.presence`)."""
-        data = heartbeat_data(self.service, self.heartbeat_interval)
+        (ours add ``interval``, ``host``, ``pid`` and what our responders serve; see
+        :mod:`.presence`). A new or removed responder is announced at once."""
         while self._state is _OPEN:
-            try:
-                await self._send(HEARTBEAT_TOPIC, data)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                return
-            await anyio.sleep(self.heartbeat_interval)
+            responds = self._requests.patterns()
+            if self.service or responds or self._announced:
+                data = heartbeat_data(self.service, self.heartbeat_interval, responds=responds)
+                try:
+                    await self._send(HEARTBEAT_TOPIC, data)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    return
+                self._announced = responds
+            wake = self._wake_heartbeat = anyio.Event()
+            with anyio.move_on_after(self.heartbeat_interval):
+                await wake.wait()
 
     async def _expire_peers(self) -> None:
         """Declare peers gone when they miss their heartbeats (a killed process says no bye)."""
@@ -281,7 +301,7 @@ class DistributedEventEmitter:
 
     async def _say_goodbye(self) -> None:
         """A last ``<3`` with ``bye``, so peers see us leave now, not after the timeout."""
-        if not (self.service and self.heartbeat_interval > 0):
+        if not ((self.service or self._announced) and self.heartbeat_interval > 0):
             return
         data = heartbeat_data(self.service, self.heartbeat_interval, bye=True)
         with anyio.move_on_after(1.0):
@@ -326,9 +346,106 @@ class DistributedEventEmitter:
         return self._presence.remove_hook(kind, hook)
 
     def _interest(self) -> frozenset[str]:
-        """What this emitter must receive: its listeners' patterns, and heartbeats (presence
-        needs them even without a ``<3`` listener; filtering transports would drop them)."""
-        return frozenset(self._pattern_refs) | PRESENCE_INTEREST
+        """What this emitter must receive: its listeners' patterns, heartbeats (presence
+        needs them even without a ``<3`` listener; filtering transports would drop them), and
+        the request/reply topics of its responders and of its own requests."""
+        return frozenset(self._pattern_refs) | PRESENCE_INTEREST | self._requests.interest()
+
+    def _interest_changed(self) -> None:
+        self.transport.set_interest(self._interest())
+        if self._wake_heartbeat is not None and self._requests.patterns() != self._announced:
+            self._wake_heartbeat.set()
+
+    # ------------------------------------------------------------------ request/reply
+
+    async def request(
+        self,
+        topic: str,
+        data: Any = None,
+        *,
+        timeout: float = 1.0,  # noqa: ASYNC109 (a per-request deadline, named in the errors)
+        type: Any = None,
+    ) -> Any:
+        """Ask one responder of ``topic`` and return what it replies.
+
+        A responder on this emitter answers first; otherwise one live responder elsewhere
+        (see docs/concepts.md, "Request/reply", for how it is chosen). Raises
+        :class:`~nanomitter.NoResponders` when nobody serves the topic,
+        :class:`~nanomitter.RequestTimeout` (a ``TimeoutError``) when no reply comes within
+        ``timeout`` seconds, and :class:`~nanomitter.RemoteError` when the responder raised.
+        ``type=`` converts the reply (msgspec).
+        """
+        if self._state is not _OPEN:
+            raise BusClosedError(self._closed_reason("send a request"))
+        return await self._requests.request(topic, data, timeout, type)
+
+    async def survey(
+        self,
+        topic: str,
+        data: Any = None,
+        *,
+        timeout: float = 0.5,  # noqa: ASYNC109 (how long to collect replies)
+        expect: int | None = None,
+    ) -> list[Reply]:
+        """Ask every responder of ``topic``; return the replies that arrive within ``timeout``.
+
+        With ``expect=N`` it returns as soon as N replies are in. Each
+        :class:`~nanomitter.Reply` has ``data``, ``sender``, ``service``, and ``error`` (a
+        :class:`~nanomitter.RemoteError`) when that responder raised.
+        """
+        if self._state is not _OPEN:
+            raise BusClosedError(self._closed_reason("send a survey"))
+        return await self._requests.survey(topic, data, timeout, expect)
+
+    @overload
+    def responder(
+        self, topic: str, fn: R, *, type: Any = None, concurrency: int = DEFAULT_CONCURRENCY
+    ) -> R: ...
+    @overload
+    def responder(
+        self,
+        topic: str,
+        fn: None = None,
+        *,
+        type: Any = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> Callable[[R], R]: ...
+
+    def responder(
+        self,
+        topic: str,
+        fn: R | None = None,
+        *,
+        type: Any = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> R | Callable[[R], R]:
+        """Answer requests and surveys on ``topic`` (a topic or pattern) with ``fn(event)``.
+
+        ``fn`` is sync or async and returns the reply data; an exception it raises goes
+        back to the requester as :class:`~nanomitter.RemoteError` (and is reported here),
+        and it keeps serving. ``type=`` converts ``event.data`` like a typed listener. An
+        async responder works on up to ``concurrency`` requests at once; beyond that it
+        answers ``ResponderBusy`` at once. Without ``fn`` it returns a decorator.
+        """
+        if self._state in (_CLOSING, _CLOSED):
+            raise BusClosedError("cannot add a responder: the emitter is closed")
+        if fn is None:
+
+            def decorate(function: R) -> R:
+                self._requests.add(topic, function, type=type, concurrency=concurrency)
+                return function
+
+            return decorate
+        self._requests.add(topic, fn, type=type, concurrency=concurrency)
+        return fn
+
+    def off_responder(self, topic: str) -> bool:
+        """Stop answering on ``topic``; returns whether there was a responder."""
+        return self._requests.remove(topic)
+
+    def responders(self) -> tuple[str, ...]:
+        """The topics and patterns this emitter answers, in registration order."""
+        return self._requests.patterns()
 
     def _count_listener_error(self) -> None:
         self._counters.listener_errors += 1
@@ -425,8 +542,14 @@ class DistributedEventEmitter:
                 counters.own_echoes += 1
                 continue
             counters.received += 1
-            if event.topic == HEARTBEAT_TOPIC:
-                self._presence.heartbeat(sender, event.data)
+            topic = event.topic
+            if topic[:1] == "<":  # the reserved corner: heartbeats and request/reply traffic
+                if topic == HEARTBEAT_TOPIC:
+                    self._presence.heartbeat(sender, event.data)
+                    self._requests.heard(sender)
+                elif topic.startswith(REQUEST_PREFIXES):
+                    self._requests.accept(event)
+                    continue
             seq = event.seq
             if seq:
                 topics = seen.get(sender)
@@ -485,8 +608,13 @@ class DistributedEventEmitter:
             raise
         self._task_group = task_group
         self._state = _OPEN
+        self._requests.start(
+            task_group,
+            balanced=self.transport.capabilities.balances_requests,
+            sync_interest=self.transport.sync_interest,
+        )
         task_group.start_soon(self._receive_loop)
-        if self.service and self.heartbeat_interval > 0:
+        if self.heartbeat_interval > 0:
             task_group.start_soon(self._heartbeats)
         task_group.start_soon(self._expire_peers)
         for registration in self._registrations:
@@ -520,6 +648,7 @@ class DistributedEventEmitter:
             self._state = _CLOSED if self._state is _NEW else self._state
             return
         self._state = _CLOSING
+        self._requests.close()
         try:
             with anyio.CancelScope(shield=True):
                 await self._say_goodbye()

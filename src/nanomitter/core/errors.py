@@ -55,6 +55,46 @@ class UnsupportedBackendError(NanomitterError, RuntimeError):
     """The transport's client library does not run on this async backend (e.g. trio)."""
 
 
+class NoResponders(NanomitterError, LookupError):
+    """No responder on the bus serves the topic of a :meth:`request`."""
+
+    def __init__(self, topic: str, detail: str) -> None:
+        self.topic = topic
+        super().__init__(
+            f"no responder for {topic!r}: {detail} "
+            f"(register one with @bus.responder({topic!r}) on some node)"
+        )
+
+
+class RequestTimeout(NanomitterError, TimeoutError):
+    """A request got no reply in time; a built-in ``TimeoutError`` too."""
+
+    def __init__(self, topic: str, timeout: float, responder: str = "") -> None:
+        self.topic = topic
+        self.timeout = timeout
+        self.responder = responder
+        who = f" from responder {responder}" if responder else ""
+        super().__init__(
+            f"no reply to the request on {topic!r}{who} within {timeout} s "
+            "(raise timeout= if the responder is slow; it may also have died)"
+        )
+
+
+class RemoteError(NanomitterError):
+    """The responder raised: ``type`` and ``message`` are its exception's, as text."""
+
+    def __init__(
+        self, topic: str, type: str, message: str, *, responder: str = "", service: str = ""
+    ) -> None:
+        self.topic = topic
+        self.type = type
+        self.message = message
+        self.responder = responder
+        self.service = service
+        where = f"service {service!r} ({responder})" if service else f"responder {responder}"
+        super().__init__(f"{where} failed on {topic!r}: {type}: {message}")
+
+
 class Problem(NanomitterError):
     """Something went wrong while receiving or dispatching; reported, never raised."""
 

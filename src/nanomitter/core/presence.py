@@ -18,12 +18,15 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from .errors import ListenerError, Problem
+from .topics import validate_pattern
 
 MISSED_HEARTBEATS = 3
 """A peer is gone after this many of its heartbeat intervals without one."""
 ORIGINAL_INTERVAL = 60.0
 """The original nanomitter's heartbeat interval, for peers that do not announce theirs."""
 MAX_PEERS = 8192
+MAX_RESPONDS = 256
+"""The most responder patterns one peer's heartbeat may announce (the rest are ignored)."""
 
 PeerEvent = Literal["joined", "left"]
 PeerHook = Callable[["Peer"], object]
@@ -45,6 +48,8 @@ class Peer:
     """``time.time()`` of its first heartbeat here."""
     last_seen: float = 0.0
     """``time.time()`` of its latest heartbeat here."""
+    responds: tuple[str, ...] = ()
+    """The topics (or patterns) its responders serve (see ``bus.responder``)."""
 
     @property
     def expires(self) -> float:
@@ -52,7 +57,9 @@ class Peer:
         return self.last_seen + MISSED_HEARTBEATS * self.interval
 
 
-def heartbeat_data(service: str, interval: float, *, bye: bool = False) -> dict[str, Any]:
+def heartbeat_data(
+    service: str, interval: float, *, bye: bool = False, responds: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """What our ``<3`` heartbeats carry (the original's ``service`` first)."""
     data: dict[str, Any] = {
         "service": service,
@@ -60,6 +67,8 @@ def heartbeat_data(service: str, interval: float, *, bye: bool = False) -> dict[
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
+    if responds:
+        data["responds"] = list(responds)
     if bye:
         data["bye"] = True
     return data
@@ -73,6 +82,8 @@ class PeerTable:
         self._hooks: dict[PeerEvent, list[PeerHook]] = {"joined": [], "left": []}
         self._report = report
         self._count_error = count_error
+        self.version = 0
+        """Bumped whenever a peer joins, leaves or changes what it responds to."""
 
     def peers(self) -> list[Peer]:
         """The live peers, oldest first."""
@@ -100,6 +111,7 @@ class PeerTable:
         if fields.get("bye") is True:
             if known is not None:
                 del self._peers[sender]
+                self.version += 1
                 self._call("left", known)
             return
         interval = fields.get("interval")
@@ -116,10 +128,13 @@ class PeerTable:
             interval=float(interval),
             first_seen=known.first_seen if known is not None else now,
             last_seen=now,
+            responds=_patterns(fields.get("responds")),
         )
         if known is None and len(self._peers) >= MAX_PEERS:
             return  # bounded, like every table here
         self._peers[sender] = peer
+        if known is None or known.responds != peer.responds:
+            self.version += 1
         if known is None:
             self._call("joined", peer)
 
@@ -129,6 +144,7 @@ class PeerTable:
         gone = [peer for peer in self._peers.values() if peer.expires <= now]
         for peer in gone:
             del self._peers[peer.id]
+            self.version += 1
             self._call("left", replace(peer))
         if not self._peers:
             return None
@@ -141,3 +157,16 @@ class PeerTable:
             except Exception as exc:
                 self._count_error()
                 self._report(ListenerError(f"<3 ({kind})", hook, exc))
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    """The valid patterns in a heartbeat's ``responds`` list (anything else is ignored)."""
+    if not isinstance(value, list):
+        return ()
+    valid: list[str] = []
+    for pattern in value[:MAX_RESPONDS]:
+        try:
+            valid.append(validate_pattern(pattern))
+        except (TypeError, ValueError):
+            continue
+    return tuple(valid)

@@ -14,11 +14,14 @@ class Counters:
         "dropped",
         "emitted",
         "invalid",
+        "late_replies",
         "listener_errors",
         "lost",
         "own_echoes",
         "received",
         "reordered",
+        "requests",
+        "served",
     )
 
     def __init__(self) -> None:
@@ -32,6 +35,9 @@ class Counters:
         self.invalid = 0
         self.listener_errors = 0
         self.own_echoes = 0
+        self.requests = 0
+        self.served = 0
+        self.late_replies = 0
 
     def snapshot(self) -> Stats:
         return Stats(**{name: getattr(self, name) for name in self.__slots__})
@@ -52,6 +58,9 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     - ``invalid``: events skipped for a typed listener because ``data`` failed validation.
     - ``listener_errors``: exceptions raised by listeners.
     - ``own_echoes``: own frames sent back by a hub that echoes (dropped by sender id).
+    - ``requests``: requests and surveys this emitter sent.
+    - ``served``: requests its responders answered (replies and errors).
+    - ``late_replies``: replies that came after their request's deadline (dropped).
     """
 
     emitted: int = 0
@@ -64,3 +73,6 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     invalid: int = 0
     listener_errors: int = 0
     own_echoes: int = 0
+    requests: int = 0
+    served: int = 0
+    late_replies: int = 0

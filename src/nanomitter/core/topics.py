@@ -19,6 +19,8 @@ TAIL = ">"
 MAX_TOPIC_LENGTH = 1024
 RESERVED_PREFIX = "$"
 """Topics starting with this are transport control traffic, never user events."""
+REQUEST_PREFIXES = ("<?", "<!")
+"""Topics starting with these carry request/reply traffic (see :mod:`.requests`)."""
 _FORBIDDEN = frozenset(" \t\r\n\x00")
 
 T = TypeVar("T")
@@ -77,6 +79,13 @@ def _check_common(what: str, value: str) -> None:
         raise _bad(what, value, "empty token (leading, trailing or doubled '.')")
     if value[0] == RESERVED_PREFIX:
         raise _bad(what, value, "topics starting with '$' are reserved for transport control")
+    if value.startswith(REQUEST_PREFIXES):
+        raise _bad(
+            what,
+            value,
+            "topics starting with '<?' or '<!' carry request/reply traffic; "
+            "use bus.request(), bus.survey() and bus.responder() instead",
+        )
 
 
 class _Node(Generic[T]):

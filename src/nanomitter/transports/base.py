@@ -48,6 +48,9 @@ class Capabilities:
     """``send_raw`` can inject arbitrary bytes (used to test garbage handling)."""
     crosses_processes: bool = True
     """Emitters in other processes can join the same URL."""
+    balances_requests: bool = False
+    """Each ``<?.`` request reaches one live responder, picked by the server (NATS queue
+    groups); the requester does not pick one itself (see :mod:`nanomitter.core.requests`)."""
     backends: frozenset[str] = field(default_factory=lambda: frozenset({"asyncio", "trio"}))
     """The anyio backends the transport runs on."""
 
