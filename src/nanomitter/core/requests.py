@@ -258,7 +258,9 @@ class Requests:
             del self._pending[rid]
         self._check_open()
         if pending.nobody:
-            raise NoResponders(topic, f"{target or 'the bus'} has no subscriber for it")
+            if target:
+                raise NoResponders(topic, f"responder {target} stopped serving it")
+            raise NoResponders(topic, "the server knows no subscriber for it")
         if not pending.answers:
             if probing:
                 raise NoResponders(topic, f"none answered a probe within {timeout} s")
@@ -332,7 +334,7 @@ class Requests:
             del self._pending[rid]
         self._check_open()
         if pending.nobody:
-            raise NoResponders(topic, "the bus has no subscriber for it")
+            raise NoResponders(topic, "the server knows no subscriber for it")
         return pending.answers[0][0]
 
     async def _post_request(self, topic: str, envelope: dict[str, Any]) -> None:
@@ -532,7 +534,7 @@ class Requests:
         return answer
 
     def _remote_answer(self, requester: str, rid: int) -> Callable[[dict[str, Any]], None]:
-        topic = f"{REPLY}{requester}.{rid}"
+        topic = f"{REPLY}{requester}.{rid}"  # = reply_topic() of the request
 
         def answer(envelope: dict[str, Any]) -> None:
             self._counters.served += "status" not in envelope
@@ -571,6 +573,16 @@ class Requests:
         failure = self._failure(exc)
         failure["error"]["message"] = f"the reply could not be sent: {exc}"
         self._post_reply(topic, failure)
+
+
+def reply_topic(event: DistributedEvent) -> str:
+    """Where the answers to a request or survey event go ("" if it names no request id);
+    transports with a reply field of their own (NATS) carry it there too."""
+    data = event.data
+    rid = data.get("id") if isinstance(data, dict) else None
+    if type(rid) is not int or not event.sender:
+        return ""
+    return f"{REPLY}{event.sender}.{rid}"
 
 
 def _check_timeout(timeout: float) -> None:
@@ -622,4 +634,4 @@ def _name(fn: object) -> str:
     return getattr(fn, "__qualname__", repr(fn))
 
 
-__all__ = ["ASK", "REPLY", "SURVEY", "Reply", "Requests"]
+__all__ = ["ASK", "NO_RESPONDERS", "REPLY", "SURVEY", "Reply", "Requests", "reply_topic"]

@@ -54,6 +54,7 @@ from ..core.errors import (
 )
 from ..core.event import DistributedEvent
 from ..core.payloads import PAYLOAD_CODECS, PayloadCodec, by_content_type, get_payload_codec
+from ..core.requests import ASK, NO_RESPONDERS, REPLY, reply_topic
 from ..core.stats import Counters
 from ..core.topics import ANY, pattern_matches, validate_pattern
 from .base import MAX_BATCH, Capabilities, Transport, current_backend
@@ -76,6 +77,11 @@ _SEQ_MARK = f"\r\n{SEQ_HEADER}: ".encode()
 _END = b"\r\n\r\n"
 _SKIP = -1
 """Owner of a subject that never reaches listeners (NATS plumbing: ``$...``, ``_INBOX.``)."""
+_QUEUED = -2
+"""Owner of a request subject: only a queue subscription's copy is a request for us."""
+QUEUE_GROUP = "nanomitter"
+"""The queue group of every responder: the server hands each request to one member."""
+NO_RESPONDERS_STATUS = "503"
 
 
 class NoServersError(NanomitterError, ConnectionError):
@@ -173,6 +179,8 @@ class _Meta:
     """Only for header blocks parsed whole (the sequence header not last)."""
     declared: bool = False
     """A Content-Type was given (then an empty body is an error, not ``None``)."""
+    status: str = ""
+    """The status code of a NATS status message (e.g. ``503``: no responders)."""
 
 
 # ---------------------------------------------------------------------------- transport
@@ -205,6 +213,7 @@ class NatsTransport(Transport):
         filters_by_interest=True,
         raw_frames=True,
         crosses_processes=True,
+        balances_requests=True,
         backends=frozenset({"asyncio"}),
     )
 
@@ -261,6 +270,7 @@ class NatsTransport(Transport):
         # interest
         self._wanted: frozenset[str] = frozenset()
         self._subscriptions: dict[str, Any] = {}  # pattern -> nats Subscription, oldest first
+        self._queue_sids: set[int] = set()  # responders' subscriptions (in the queue group)
         self._reconcile_done: anyio.Event | None = None
         self._reconciling = False
         self._interest_error: BaseException | None = None
@@ -495,11 +505,17 @@ class NatsTransport(Transport):
                 wanted = self._wanted
                 current = set(self._subscriptions)
                 for pattern in sorted(wanted - current):
-                    subscription = await client.subscribe_bus(self._subject_of(pattern), self._sink)
+                    queue = QUEUE_GROUP if pattern.startswith(ASK) else ""
+                    subscription = await client.subscribe_bus(
+                        self._subject_of(pattern), self._sink, queue=queue
+                    )
                     self._subscriptions[pattern] = subscription
+                    if queue:
+                        self._queue_sids.add(subscription._id)
                     self._owners.clear()  # who delivers which subject may change
                 for pattern in current - wanted:
                     subscription = self._subscriptions.pop(pattern)
+                    self._queue_sids.discard(subscription._id)
                     self._owners.clear()  # who delivers which subject may change
                     await client.unsubscribe_bus(subscription)
                 if self._wanted == wanted:
@@ -555,6 +571,12 @@ class NatsTransport(Transport):
         else:
             return b"PUB %b %d\r\n%b\r\n" % (subject, len(payload), payload)
         size = len(head)
+        if event.topic[:2] == "<?":
+            # a request or survey: NATS's own reply subject, so the server can answer
+            # "no responders" (503) at once when nobody subscribes
+            reply = reply_topic(event)
+            if reply:
+                subject = b"%b %b" % (subject, self._subject_bytes(reply))
         return b"HPUB %b %d %d\r\n%b%b\r\n" % (subject, size, size + len(payload), head, payload)
 
     def send_nowait(self, event: DistributedEvent) -> Awaitable[None] | None:
@@ -634,7 +656,7 @@ class NatsTransport(Transport):
         if owner is None:
             owner = self._resolve(subject, sid)
         topic, owner_sid = owner
-        if owner_sid != sid:
+        if owner_sid != sid and not (owner_sid == _QUEUED and sid in self._queue_sids):
             if owner_sid == _SKIP:
                 self.plumbing_skipped += 1
             else:
@@ -654,6 +676,9 @@ class NatsTransport(Transport):
             meta, seq = self._raw_meta, 0
         codec = meta.codec
         if codec is None:
+            if meta.status == NO_RESPONDERS_STATUS and topic.startswith(REPLY):
+                self._push(DistributedEvent(topic=topic, data={"status": NO_RESPONDERS}))
+                return
             self._reject(meta.problem, subject, data)
             return
         if data:
@@ -667,12 +692,15 @@ class NatsTransport(Transport):
             return
         else:
             value = None
+        self._push(DistributedEvent(topic=topic, data=value, sender=meta.sender, seq=seq))
+
+    def _push(self, event: DistributedEvent) -> None:
         self.received += 1
         ready = self._ready
         if len(ready) >= self.inbox_capacity:
             self._overflow()
             return
-        ready.append(DistributedEvent(topic=topic, data=value, sender=meta.sender, seq=seq))
+        ready.append(event)
         readable = self._readable
         if readable is not None:
             self._readable = None
@@ -685,7 +713,9 @@ class NatsTransport(Transport):
         if self.prefix:
             head = self.prefix + "."
             text = text[len(head) :] if text.startswith(head) else ""
-        if text and not text.startswith(("$", "_INBOX.")):
+        if text.startswith(ASK):
+            owner_sid = _QUEUED  # a copy through a plain subscription (bare "*") is not ours
+        elif text and not text.startswith(("$", "_INBOX.")):
             for pattern, subscription in self._subscriptions.items():
                 if pattern_matches(pattern, text):
                     owner_sid = subscription._id
@@ -703,7 +733,8 @@ class NatsTransport(Transport):
         lines = block.split(b"\r\n")
         if not lines[0].startswith(b"NATS/1.0") or lines[0].strip() != b"NATS/1.0":
             status = lines[0][8:].strip().decode("latin-1")
-            return _Meta("", None, f"a NATS status message ({status}), not an event")
+            code = status.split(" ", 1)[0]
+            return _Meta("", None, f"a NATS status message ({status}), not an event", status=code)
         values: dict[str, str] = {}
         for line in lines[1:]:
             name, colon, value = line.partition(b":")

@@ -49,7 +49,7 @@ class BusClient(Client):
         stats["in_bytes"] += len(data)
         sink(sid, subject, reply, data, headers or b"")
 
-    async def subscribe_bus(self, subject: str, sink: Sink) -> Subscription:
+    async def subscribe_bus(self, subject: str, sink: Sink, *, queue: str = "") -> Subscription:
         """Subscribe ``subject`` with its messages going to ``sink`` from the first one on.
 
         The sink is in place before the ``SUB`` leaves (nats-py numbers subscriptions in
@@ -58,7 +58,7 @@ class BusClient(Client):
         sid = self._sid + 1
         self.sinks[sid] = sink
         try:
-            subscription = await self.subscribe(subject)
+            subscription = await self.subscribe(subject, queue=queue)
         except BaseException:
             self.sinks.pop(sid, None)
             raise
