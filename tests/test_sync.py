@@ -68,3 +68,25 @@ def test_background_thread_stops_with_the_last_emitter() -> None:
     other.close()
     other.close()  # idempotent
     assert set(threading.enumerate()) - before == set()
+
+
+def test_request_survey_and_responder_from_plain_threads() -> None:
+    with (
+        nanomitter.sync.connect("memory://sync-requests", service="pricer") as server,
+        nanomitter.sync.connect("memory://sync-requests") as client,
+    ):
+
+        @server.responder("price")
+        def price(event: DistributedEvent) -> float:
+            if event.data == "nope":
+                raise KeyError(event.data)
+            return 251.5
+
+        assert client.request("price", "AAPL", timeout=5) == 251.5
+        with pytest.raises(nanomitter.RemoteError, match="KeyError"):
+            client.request("price", "nope", timeout=5)
+        replies = client.survey("price", "AAPL", timeout=5, expect=1)
+        assert [(r.data, r.service) for r in replies] == [(251.5, "pricer")]
+        assert server.off_responder("price")
+        with pytest.raises(nanomitter.NoResponders):
+            client.request("price", "AAPL", timeout=0.5)

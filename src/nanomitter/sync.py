@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -32,10 +32,12 @@ from .core.emitter import (
 from .core.errors import BusClosedError
 from .core.event import DistributedEvent
 from .core.listeners import Listener
+from .core.requests import DEFAULT_CONCURRENCY, Reply, Responder
 from .core.stats import Stats
 from .core.subscription import Subscription
 
 L = TypeVar("L", bound=Listener)
+R = TypeVar("R", bound=Responder)
 
 
 class _SharedLoop:
@@ -128,6 +130,62 @@ class SyncDistributedEventEmitter:
         """Block until an event matches ``pattern``; ``TimeoutError`` after ``timeout`` s."""
         self._check_open()
         return self._portal.call(lambda: self._emitter.wait_for(pattern, timeout, type=type))
+
+    def request(
+        self, topic: str, data: Any = None, *, timeout: float = 1.0, type: Any = None
+    ) -> Any:
+        """Block for one responder's reply (see ``DistributedEventEmitter.request``)."""
+        self._check_open()
+        return self._portal.call(
+            lambda: self._emitter.request(topic, data, timeout=timeout, type=type)
+        )
+
+    def survey(
+        self, topic: str, data: Any = None, *, timeout: float = 0.5, expect: int | None = None
+    ) -> list[Reply]:
+        """Block for every responder's reply within ``timeout`` (or the first ``expect``)."""
+        self._check_open()
+        return self._portal.call(
+            lambda: self._emitter.survey(topic, data, timeout=timeout, expect=expect)
+        )
+
+    @overload
+    def responder(
+        self, topic: str, fn: R, *, type: Any = None, concurrency: int = DEFAULT_CONCURRENCY
+    ) -> R: ...
+    @overload
+    def responder(
+        self,
+        topic: str,
+        fn: None = None,
+        *,
+        type: Any = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> Callable[[R], R]: ...
+
+    def responder(
+        self,
+        topic: str,
+        fn: R | None = None,
+        *,
+        type: Any = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> R | Callable[[R], R]:
+        """Answer requests on ``topic`` with ``fn(event)`` (called on the background thread)."""
+        self._check_open()
+
+        def add(function: R) -> R:
+            return self._portal.call(
+                lambda: self._emitter.responder(
+                    topic, function, type=type, concurrency=concurrency
+                )
+            )
+
+        return add if fn is None else add(fn)
+
+    def off_responder(self, topic: str) -> bool:
+        self._check_open()
+        return self._portal.call(self._emitter.off_responder, topic)
 
     @contextmanager
     def subscribe(self, pattern: str, *, type: Any = None) -> Iterator[Iterator[DistributedEvent]]:

@@ -197,7 +197,8 @@ class ServiceLog:
 
     def joined(self, peer: Peer) -> None:
         where = f" on {peer.host} (pid {peer.pid})" if peer.host else ""
-        say(f"service {peer.service or '?'} ({peer.id}) joined{where}", style="cyan")
+        answers = f", answers {', '.join(peer.responds)}" if peer.responds else ""
+        say(f"service {peer.service or '?'} ({peer.id}) joined{where}{answers}", style="cyan")
 
     def left(self, peer: Peer) -> None:
         say(f"service {peer.service or '?'} ({peer.id}) left", style="cyan")

@@ -311,7 +311,7 @@ class DistributedEventEmitter:
     # ------------------------------------------------------------------ presence
 
     def peers(self) -> list[Peer]:
-        """The live members that announce themselves (emitters with a service name).
+        """The live members that announce themselves (a service name or a responder).
 
         Built from the ``<3`` heartbeats; a peer is gone after its bye or after three of its
         heartbeat intervals of silence. This emitter is not in the list.
