@@ -69,11 +69,17 @@ class NoResponders(NanomitterError, LookupError):
 class RequestTimeout(NanomitterError, TimeoutError):
     """A request got no reply in time; a built-in ``TimeoutError`` too."""
 
-    def __init__(self, topic: str, timeout: float, responder: str = "") -> None:
+    def __init__(
+        self, topic: str, timeout: float, *, responder: str = "", service: str = ""
+    ) -> None:
         self.topic = topic
         self.timeout = timeout
         self.responder = responder
+        """The id of the responder that was asked ("" where the server picked one)."""
+        self.service = service
         who = f" from responder {responder}" if responder else ""
+        if service:
+            who += f" (service {service!r})"
         super().__init__(
             f"no reply to the request on {topic!r}{who} within {timeout} s "
             "(raise timeout= if the responder is slow; it may also have died)"
@@ -93,6 +99,21 @@ class RemoteError(NanomitterError):
         self.service = service
         where = f"service {service!r} ({responder})" if service else f"responder {responder}"
         super().__init__(f"{where} failed on {topic!r}: {type}: {message}")
+
+
+class InvalidReplyError(NanomitterError, ValueError):
+    """A reply did not convert to the ``type=`` given to :meth:`request`."""
+
+    def __init__(self, topic: str, responder: str, expected: object, detail: str) -> None:
+        self.topic = topic
+        self.responder = responder
+        self.expected = expected
+        self.detail = detail
+        type_name = getattr(expected, "__name__", repr(expected))
+        super().__init__(
+            f"the reply on {topic!r} from responder {responder} is not a valid "
+            f"{type_name}: {detail}"
+        )
 
 
 class Problem(NanomitterError):
@@ -115,6 +136,20 @@ class ListenerError(Problem):
             f"listener {name} raised {type(exception).__name__} on topic {topic!r}: {exception}"
         )
         self.__cause__ = exception
+
+
+class ResponderError(ListenerError):
+    """A responder raised (its requester got a :class:`RemoteError`); it keeps serving."""
+
+    kind = "responder_error"
+
+    def __init__(self, topic: str, responder: object, exception: BaseException) -> None:
+        super().__init__(topic, responder, exception)
+        name = getattr(responder, "__qualname__", repr(responder))
+        self.args = (
+            f"responder {name} raised {type(exception).__name__} on {topic!r} "
+            f"(sent back to the requester): {exception}",
+        )
 
 
 class FrameDecodeError(Problem):

@@ -25,6 +25,7 @@ passed over until it is heard from again.
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,12 +39,13 @@ from .errors import (
     BusClosedError,
     FrameDecodeError,
     InvalidEventError,
-    ListenerError,
+    InvalidReplyError,
     NanomitterError,
     NoResponders,
     OverflowProblem,
     RemoteError,
     RequestTimeout,
+    ResponderError,
 )
 from .event import DistributedEvent
 from .listeners import is_async_callable
@@ -158,7 +160,7 @@ class Requests:
         self._suspects: dict[str, None] = {}
         self._candidates: dict[str, list[str]] = {}
         self._candidates_version = -1
-        self._turn = 0
+        self._turn = random.randrange(1 << 16)  # requesters that start together spread out
         self._task_group: anyio.abc.TaskGroup | None = None
         self._balanced = False
         self._sync_interest: Callable[[], Awaitable[None]] | None = None
@@ -234,20 +236,50 @@ class Requests:
     async def request(self, topic: str, data: Any, timeout: float, type: Any) -> Any:  # noqa: ASYNC109
         validate_topic(topic)
         _check_timeout(timeout)
+        local = self._match(topic)
+        refused: set[str] = set()  # responders that said they stopped serving the topic
+        deadline = anyio.current_time() + timeout
+        while True:
+            target, probing, pending = await self._ask(topic, data, deadline, local, refused)
+            self._check_open()
+            if pending.answers:
+                sender, envelope = pending.answers[0]
+                return _result(topic, sender, envelope, type)
+            if pending.nobody:
+                if not target:
+                    raise NoResponders(topic, "the server knows no subscriber for it")
+                refused.add(target)  # it did not act on the request: safe to ask another
+                if anyio.current_time() < deadline and self._pick(topic, refused):
+                    continue
+                raise NoResponders(topic, f"responder {target} stopped serving it")
+            if probing:
+                raise NoResponders(topic, f"none answered a probe within {timeout} s")
+            if target and target != self._me:
+                self._suspects[target] = None
+            raise RequestTimeout(topic, timeout, responder=target, service=self._service_of(target))
+
+    async def _ask(
+        self,
+        topic: str,
+        data: Any,
+        deadline: float,
+        local: _Served | None,
+        refused: set[str],
+    ) -> tuple[str, bool, _Pending]:
+        """One attempt: pick a responder, send, wait until an answer or the deadline."""
         target = ""
         probing = False
-        local = self._match(topic)
         rid, pending = self._open("request")
         try:
-            with anyio.move_on_after(timeout):
+            with anyio.CancelScope(deadline=deadline):
                 if local is not None:
                     target = self._me
                     self._serve(local, topic, self._me, data, self._local_answer(rid))
                 else:
                     await self._open_inbox()
                     if not self._balanced:
-                        target = self._pick(topic) or ""
-                        if not target:
+                        target = self._pick(topic, refused) or ""
+                        if not target and not refused:
                             probing = True
                             target = await self._probe(topic)
                             probing = False
@@ -256,19 +288,7 @@ class Requests:
                 await pending.done.wait()
         finally:
             del self._pending[rid]
-        self._check_open()
-        if pending.nobody:
-            if target:
-                raise NoResponders(topic, f"responder {target} stopped serving it")
-            raise NoResponders(topic, "the server knows no subscriber for it")
-        if not pending.answers:
-            if probing:
-                raise NoResponders(topic, f"none answered a probe within {timeout} s")
-            if target and target != self._me:
-                self._suspects[target] = None
-            raise RequestTimeout(topic, timeout, self._describe(target))
-        sender, envelope = pending.answers[0]
-        return _result(topic, sender, envelope, type)
+        return target, probing, pending
 
     async def survey(
         self,
@@ -343,8 +363,9 @@ class Requests:
         if pending is not None:
             await pending
 
-    def _pick(self, topic: str) -> str | None:
-        """The next live responder for ``topic``, round robin, passing over suspects."""
+    def _pick(self, topic: str, refused: set[str]) -> str | None:
+        """The next live responder for ``topic``, round robin, passing over suspects (and
+        never one in ``refused``)."""
         presence = self._presence
         if self._candidates_version != presence.version:
             self._candidates.clear()
@@ -359,6 +380,8 @@ class Requests:
             if len(self._candidates) >= MAX_CACHED_TOPICS:
                 self._candidates.clear()
             self._candidates[topic] = ids
+        if refused:
+            ids = [candidate for candidate in ids if candidate not in refused]
         if not ids:
             return None
         for _ in range(len(ids)):
@@ -373,11 +396,11 @@ class Requests:
         if self._suspects:
             self._suspects.pop(sender, None)
 
-    def _describe(self, target: str) -> str:
+    def _service_of(self, target: str) -> str:
         for peer in self._presence.peers():
-            if peer.id == target and peer.service:
-                return f"{target} (service {peer.service!r})"
-        return target
+            if peer.id == target:
+                return peer.service
+        return ""
 
     # ------------------------------------------------------------------ receiving
 
@@ -478,7 +501,8 @@ class Requests:
                     {
                         "error": {
                             "type": "ResponderBusy",
-                            "message": f"{served.concurrency} requests already in progress",
+                            "message": f"already working on {served.concurrency} request(s) "
+                            "(its concurrency limit)",
                         },
                         "service": self._service,
                     }
@@ -511,7 +535,7 @@ class Requests:
 
     def _responder_failed(self, served: _Served, topic: str, exc: Exception) -> None:
         self._counters.listener_errors += 1
-        self._report(ListenerError(topic, served.fn, exc))
+        self._report(ResponderError(topic, served.fn, exc))
 
     def _failure(self, exc: BaseException) -> dict[str, Any]:
         return {
@@ -537,7 +561,7 @@ class Requests:
         topic = f"{REPLY}{requester}.{rid}"  # = reply_topic() of the request
 
         def answer(envelope: dict[str, Any]) -> None:
-            self._counters.served += "status" not in envelope
+            self._counters.served += "status" not in envelope and "here" not in envelope
             self._post_reply(topic, envelope)
 
         return answer
@@ -566,7 +590,7 @@ class Requests:
 
     def _unsendable(self, topic: str, envelope: dict[str, Any], exc: Exception) -> None:
         """The reply could not be encoded or sent: tell the requester instead of going quiet."""
-        self._report(ListenerError(topic, self._post_reply, exc))
+        self._report(ResponderError(topic, self._post_reply, exc))
         self._counters.listener_errors += 1
         if "error" in envelope:
             return  # even the error did not go: the requester times out
@@ -595,9 +619,12 @@ def _result(topic: str, sender: str, envelope: dict[str, Any], type: Any) -> Any
     if failure is not None:
         raise failure
     data = envelope.get("data")
-    if type is not None:
+    if type is None:
+        return data
+    try:
         return msgspec.convert(data, type)
-    return data
+    except msgspec.ValidationError as exc:
+        raise InvalidReplyError(topic, sender, type, str(exc)) from exc
 
 
 def _reply(topic: str, sender: str, envelope: dict[str, Any]) -> Reply:
