@@ -2,6 +2,7 @@
 
     python examples/price_service.py serve           # a pricer; start as many as you like
     python examples/price_service.py ask AAPL        # one price, from one live pricer
+    python examples/price_service.py ask AAPL -n 4   # four requests: pricers take turns
     python examples/price_service.py survey AAPL     # every pricer's price
 
 The bus is ``$NANOMITTER_URL``, else ``tcp://127.0.0.1:55555`` (nng: the first process binds
@@ -23,6 +24,7 @@ import nanomitter
 
 PRICER = os.environ.get("PRICER", "pricer")
 PRICES = {"AAPL": 251.3, "MSFT": 411.6, "NVDA": 181.2}
+FAILURES = (nanomitter.NoResponders, nanomitter.RequestTimeout, nanomitter.RemoteError)
 
 
 class Quote(msgspec.Struct):
@@ -50,25 +52,27 @@ async def serve() -> None:
                     raise LookupError(f"no price for {quote.ticker}")
                 return Price(quote.ticker, PRICES[quote.ticker], PRICER)
 
-            print(f"ready: {PRICER} {bus.id} on {bus.transport.address}, answering price", flush=True)
+            where = bus.transport.address
+            print(f"ready: {PRICER} {bus.id} on {where}, answering price", flush=True)
             async for signum in signals:
                 print(f"{signal.Signals(signum).name}: stopping", flush=True)
                 break
         print(f"stats: {bus.stats()}", flush=True)
 
 
-async def ask(ticker: str, timeout: float) -> int:  # noqa: ASYNC109 (passed on to request)
+async def ask(ticker: str, timeout: float, count: int) -> int:  # noqa: ASYNC109
     async with nanomitter.connect() as bus:
-        try:
-            price = await bus.request("price", Quote(ticker), timeout=timeout, type=Price)
-        except (nanomitter.NoResponders, nanomitter.RequestTimeout, nanomitter.RemoteError) as exc:
-            print(f"{type(exc).__name__}: {exc}", flush=True)
-            return 1
-        print(f"{price.ticker} {price.price} from {price.pricer}", flush=True)
+        for _ in range(count):  # one emitter asks in turn every pricer it knows (round robin)
+            try:
+                price = await bus.request("price", Quote(ticker), timeout=timeout, type=Price)
+            except FAILURES as exc:
+                print(f"{type(exc).__name__}: {exc}", flush=True)
+                return 1
+            print(f"{price.ticker} {price.price} from {price.pricer}", flush=True)
         return 0
 
 
-async def survey(ticker: str, timeout: float) -> int:  # noqa: ASYNC109 (passed on to survey)
+async def survey(ticker: str, timeout: float) -> int:  # noqa: ASYNC109
     async with nanomitter.connect() as bus:
         replies = await bus.survey("price", Quote(ticker), timeout=timeout)
         for reply in replies:
@@ -82,16 +86,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="answer price requests until Ctrl-C or SIGTERM")
-    for name, default, what in (("ask", 2.0, "one pricer"), ("survey", 1.0, "every pricer")):
-        command = commands.add_parser(name, help=f"ask {what} for a ticker's price")
+    ask_one = commands.add_parser("ask", help="ask one pricer for a ticker's price")
+    ask_all = commands.add_parser("survey", help="ask every pricer for a ticker's price")
+    for command, timeout in ((ask_one, 2.0), (ask_all, 1.0)):
         command.add_argument("ticker", help=f"one of {', '.join(PRICES)} (others fail)")
-        command.add_argument("--timeout", type=float, default=default, help="seconds")
+        command.add_argument("--timeout", type=float, default=timeout, help="in seconds")
+    ask_one.add_argument("-n", "--count", type=int, default=1, help="requests to send")
     args = parser.parse_args()
     if args.command == "serve":
         anyio.run(serve)
+    elif args.command == "ask":
+        raise SystemExit(anyio.run(ask, args.ticker, args.timeout, args.count))
     else:
-        client = ask if args.command == "ask" else survey
-        raise SystemExit(anyio.run(client, args.ticker, args.timeout))
+        raise SystemExit(anyio.run(survey, args.ticker, args.timeout))
 
 
 if __name__ == "__main__":

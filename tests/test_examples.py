@@ -1,4 +1,5 @@
-"""examples/: the seed's master and workers as real processes, and the compose file."""
+"""examples/: the seed's master and workers and the price service as real processes, and the
+compose file."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from peers import free_port, running
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MASTER = [sys.executable, str(EXAMPLES / "master.py")]
 WORKER = [sys.executable, str(EXAMPLES / "worker.py")]
+PRICE_SERVICE = [sys.executable, str(EXAMPLES / "price_service.py")]
 STARTED = re.compile(r"^(master|worker) (\S{21}) on (\S+), ")
 PRICE = re.compile(r"^stockprice from (\S{21}): \{'ticker': '([A-Z]+)', 'price': \d+\.\d+\}$")
 
@@ -77,6 +79,55 @@ async def test_master_logs_the_prices_of_two_worker_processes(
         assert not any("Traceback" in line for line in lines), lines
     final = re.search(r"lost=(\d+)", master_out.lines[-1])
     assert final is not None and final.group(1) == "0"
+
+
+async def run_client(*args: str, last: str) -> tuple[int, list[str]]:
+    """Run ``price_service.py`` with ``args`` to its end: its exit code and its lines, up to
+    the one that contains ``last`` (it exits right after printing it)."""
+    async with running([*PRICE_SERVICE, *args]) as (client, output):
+        with anyio.fail_after(20):
+            code = await client.wait()
+        await output.wait_for(lambda line: last in line)
+    return code, output.lines
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_price_service_answers_requests_and_surveys_from_other_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = f"tcp://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("NANOMITTER_URL", url)
+    monkeypatch.delenv("PRICER", raising=False)
+    async with running([*PRICE_SERVICE, "serve"]) as (service, service_out):
+        ready = await service_out.wait_for(lambda line: line.startswith("ready: "))
+        match = re.match(rf"^ready: pricer (\S{{21}}) on {re.escape(url)}, answering price$", ready)
+        assert match is not None, ready
+        pricer_id = match.group(1)
+
+        code, lines = await run_client("ask", "AAPL", last="from")
+        assert (code, lines) == (0, ["AAPL 251.3 from pricer"])
+
+        code, lines = await run_client("ask", "ZZZ", last="Error")
+        assert code == 1, lines
+        assert lines == [
+            f"RemoteError: service 'pricer' ({pricer_id}) failed on 'price': "
+            "LookupError: no price for ZZZ"
+        ]
+
+        code, lines = await run_client("survey", "MSFT", last="answered")
+        assert (code, lines) == (0, [f"pricer ({pricer_id}): 411.6", "1 pricer(s) answered"])
+
+        service.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            service_code = await service.wait()
+        stats = await service_out.wait_for(lambda line: line.startswith("stats: Stats("))
+    assert service_code == 0, service_out.lines
+    assert "SIGTERM: stopping" in service_out.lines
+    served = re.search(r"served=(\d+)", stats)
+    assert served is not None and int(served.group(1)) >= 3, stats  # and the probes' answers
+    # the unknown ticker is the responder's exception: reported there, once, with its traceback
+    assert sum("Traceback" in line for line in service_out.lines) == 1, service_out.lines
 
 
 def test_compose_file_runs_a_master_hub_and_two_workers() -> None:
