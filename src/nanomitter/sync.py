@@ -176,9 +176,7 @@ class SyncDistributedEventEmitter:
 
         def add(function: R) -> R:
             return self._portal.call(
-                lambda: self._emitter.responder(
-                    topic, function, type=type, concurrency=concurrency
-                )
+                lambda: self._emitter.responder(topic, function, type=type, concurrency=concurrency)
             )
 
         return add if fn is None else add(fn)

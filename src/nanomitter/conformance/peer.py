@@ -22,6 +22,15 @@ First line out: ``{"ready": true, "id": <sender id>, "pid": ..., "name": ...}`` 
   topic); reply ``{"heard": [ids]}``, the senders whose probes on ``T`` this peer has heard.
   The first ping on ``T`` registers the probe listener, so a probe heard proves every
   pattern listened to before it is active on the bus. Probes are not counted by ``listen``.
+- ``{"cmd": "respond", "topic": T, "mode": "echo"}``: answer requests and surveys on ``T``
+  (a topic or pattern) with ``{"pid": <this process>, "node": name, "echo": <request
+  data>}``; ``"mode": "raise"`` raises ``RuntimeError`` instead (the requester gets a
+  ``RemoteError``). Replies once the responder's interest is in force on the bus.
+- ``{"cmd": "unrespond", "topic": T}``: remove that responder; ``{"ok": <there was one>}``.
+- ``{"cmd": "request", "topic": T, "data": D, "timeout": S}``: ``bus.request(T, D)``; reply
+  ``{"ok": true, "reply": ...}``, or ``{"ok": false, "raised": {"type", "message",
+  "responder"}}`` when the request raised (``RemoteError``, ``NoResponders``,
+  ``RequestTimeout``, ...).
 - ``{"cmd": "report"}``: ``{"id", "listeners": {P: {...}}, "stats": {...}}``.
 - ``{"cmd": "close"}``: close the emitter, reply with final stats, exit 0. End of input
   does the same without a reply.
@@ -46,6 +55,8 @@ from ..core.emitter import DistributedEventEmitter
 from ..core.event import DistributedEvent
 from ..transports.registry import register
 from .harness import SYNC_TOPIC, Signal
+
+RESPONDER_MODES = ("echo", "raise")
 
 
 class Tally:
@@ -154,6 +165,43 @@ class PeerSession:
         await self.bus.emit(topic, {"node": self.name})
         return {"ok": True, "heard": sorted(self.heard[topic])}
 
+    async def do_respond(self, command: dict[str, Any]) -> dict[str, Any]:
+        topic = str(command["topic"])
+        mode = str(command.get("mode", "echo"))
+        if mode not in RESPONDER_MODES:
+            return {"ok": False, "error": f"unknown responder mode {mode!r}; known: echo, raise"}
+        name = self.name
+
+        def respond(event: DistributedEvent) -> dict[str, Any]:
+            if mode == "raise":
+                raise RuntimeError(f"peer {name} refuses {event.topic!r} on purpose")
+            return {"pid": os.getpid(), "node": name, "echo": event.data}
+
+        self.bus.responder(topic, respond)
+        await self.bus.listening()  # requests sent after this reply reach it
+        return {"ok": True}
+
+    async def do_unrespond(self, command: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": self.bus.off_responder(str(command["topic"]))}
+
+    async def do_request(self, command: dict[str, Any]) -> dict[str, Any]:
+        try:
+            reply = await self.bus.request(
+                str(command["topic"]),
+                command.get("data"),
+                timeout=float(command.get("timeout", 1.0)),
+            )
+        except Exception as exc:
+            return {
+                "ok": False,
+                "raised": {
+                    "type": type(exc).__name__,
+                    "message": str(exc),
+                    "responder": getattr(exc, "responder", ""),
+                },
+            }
+        return {"ok": True, "reply": reply}
+
     async def do_report(self, command: dict[str, Any]) -> dict[str, Any]:
         return {
             "ok": True,
@@ -168,11 +216,16 @@ def _write(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def serve(url: str | None, *, name: str, echo: bool) -> int:
+async def serve(
+    url: str | None, *, name: str, echo: bool, heartbeat_interval: float | None = None
+) -> int:
     """Connect, announce readiness, then answer commands until ``close`` or end of input."""
     signal = Signal()
+    options: dict[str, Any] = {}
+    if heartbeat_interval is not None:
+        options["heartbeat_interval"] = heartbeat_interval
     try:
-        bus = connect(url, echo=echo, service=f"conformance-{name}")
+        bus = connect(url, echo=echo, service=f"conformance-{name}", **options)
     except Exception as exc:
         _write({"ready": False, "error": f"{type(exc).__name__}: {exc}"})
         return 1
@@ -207,6 +260,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--echo", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="presence heartbeat interval (default: the emitter's, 60 s)",
+    )
+    parser.add_argument(
         "--import",
         dest="imports",
         action="append",
@@ -231,7 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--register wants SCHEME=MODULE:CLASS, got {registration!r}")
         register(scheme, target)
     code: int = anyio.run(
-        lambda: serve(args.url, name=args.name, echo=args.echo), backend=args.backend
+        lambda: serve(
+            args.url, name=args.name, echo=args.echo, heartbeat_interval=args.heartbeat_interval
+        ),
+        backend=args.backend,
     )
     return code
 

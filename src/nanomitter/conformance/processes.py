@@ -2,8 +2,9 @@
 
 ``async with spawn_peer(url) as peer:`` starts ``python -m nanomitter.conformance.peer`` on
 ``url`` and waits for its ready handshake; ``peer.listen``/``emit``/``wait``/``report``
-drive it over JSON lines. However the block ends, the process is closed (politely on
-success, killed on failure) and reaped, so no child outlives a test.
+(and, for request/reply, ``peer.respond``/``unrespond``/``ask``) drive it over JSON lines.
+However the block ends, the process is closed (politely on success, killed on failure) and
+reaped, so no child outlives a test.
 """
 
 from __future__ import annotations
@@ -148,6 +149,38 @@ class Peer:
         reply = await self.request("ping", topic=topic)
         return set(reply["heard"])
 
+    async def respond(self, topic: str, *, mode: str = "echo") -> None:
+        """Answer requests and surveys on ``topic`` (a topic or pattern) in the peer: with
+        ``{"pid", "node", "echo": <request data>}`` (``mode="echo"``), or by raising
+        ``RuntimeError`` (``mode="raise"``). Returns once the responder's interest is in force
+        on the bus; other nodes learn of it from the peer's presence heartbeat."""
+        await self.request("respond", topic=topic, mode=mode)
+
+    async def unrespond(self, topic: str) -> bool:
+        """Remove the peer's responder on ``topic``; return whether it had one."""
+        reply = await self.request("unrespond", topic=topic)
+        return bool(reply["ok"])
+
+    async def ask(
+        self,
+        topic: str,
+        data: Any = None,
+        *,
+        timeout: float = 1.0,  # noqa: ASYNC109 (the peer's request timeout)
+    ) -> dict[str, Any]:
+        """Make the peer call ``bus.request(topic, data, timeout=timeout)``.
+
+        Returns ``{"ok": True, "reply": ...}``, or ``{"ok": False, "raised": {"type",
+        "message", "responder"}}`` when the request raised in the peer.
+        """
+        return await self.request(
+            "request",
+            topic=topic,
+            data=data,
+            timeout=timeout,
+            answer_within=timeout + current_deadline(),
+        )
+
     async def report(self) -> dict[str, Any]:
         """``{"id", "listeners": {pattern: {received, own, duplicates, ...}}, "stats"}``."""
         return await self.request("report")
@@ -174,6 +207,7 @@ async def spawn_peer(
     env: Mapping[str, str] | None = None,
     python: str | None = None,
     startup_timeout: float | None = None,
+    heartbeat_interval: float | None = None,
 ) -> AsyncIterator[Peer]:
     """Run an emitter on ``url`` in a new Python process for the duration of the block.
 
@@ -181,7 +215,8 @@ async def spawn_peer(
     sets ``PYTHONPATH``) and the caller's registration of the URL's scheme, so a transport
     registered at runtime with ``nanomitter.transports.register`` works there too (if its
     class lives in an importable module). ``imports`` are further modules the child imports
-    first; ``env`` adds environment variables; ``backend`` defaults to the caller's. The URL
+    first; ``env`` adds environment variables; ``backend`` defaults to the caller's;
+    ``heartbeat_interval`` sets the peer's presence heartbeats (default 60 s). The URL
     travels in ``$NANOMITTER_URL``, not on the command line. The child is always reaped:
     closed politely when the block succeeds, killed when it raises or is cancelled.
     """
@@ -195,6 +230,8 @@ async def spawn_peer(
         "--backend",
         backend or current_backend(),
     ]
+    if heartbeat_interval is not None:
+        command += ["--heartbeat-interval", repr(float(heartbeat_interval))]
     for module in imports:
         command += ["--import", module]
     command += _forwarded_registration(url)

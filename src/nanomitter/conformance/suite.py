@@ -24,7 +24,8 @@ class Check:
 
     name: str
     rule: int
-    """The number of the rule in DESIGN.md's "Semantics every transport must keep"."""
+    """The number of the rule in DESIGN.md's "Semantics every transport must keep" (10:
+    request/reply and surveys, see docs/conformance.md)."""
     promise: str
     function: Callable[..., Awaitable[None]]
     needs_restart_hub: bool = False
@@ -126,6 +127,27 @@ CHECKS: tuple[Check, ...] = (
         1,
         "rules 1 and 2 hold between emitters in separate processes",
         _checks.check_across_processes,
+    ),
+    Check(
+        "request_reply",
+        10,
+        "each request gets one answer, spread over the live responders; a raising responder "
+        "gives RemoteError and keeps serving; nobody serving fails within the timeout; a local "
+        "responder answers first; listeners never see the traffic",
+        _checks.check_request_reply,
+    ),
+    Check(
+        "survey",
+        10,
+        "a survey gets one reply per responding emitter (errors as Reply.error), returns early "
+        "with expect=, and [] by the timeout when nobody serves the topic",
+        _checks.check_survey,
+    ),
+    Check(
+        "requests_across_processes",
+        10,
+        "rule 10 holds with responders and requesters in separate processes",
+        _checks.check_requests_across_processes,
     ),
 )
 """Every check, in the order of the rules."""

@@ -546,7 +546,6 @@ class DistributedEventEmitter:
             if topic[:1] == "<":  # the reserved corner: heartbeats and request/reply traffic
                 if topic == HEARTBEAT_TOPIC:
                     self._presence.heartbeat(sender, event.data)
-                    self._requests.heard(sender)
                 elif topic.startswith(REQUEST_PREFIXES):
                     self._requests.accept(event)
                     continue

@@ -34,7 +34,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from .codecs import Reporter
+from .codecs import Reporter, UnserializableDataError
 from .errors import (
     BusClosedError,
     FrameDecodeError,
@@ -60,6 +60,9 @@ NO_RESPONDERS = 503
 DEFAULT_CONCURRENCY = 64
 """Requests one async responder works on at once; beyond that it answers ``ResponderBusy``."""
 MAX_CACHED_TOPICS = 1024
+SUSPECT_SECONDS = 30.0
+"""How long a responder that missed a deadline is passed over, unless it answers sooner."""
+MAX_SUSPECTS = 1024
 
 Send = Callable[[DistributedEvent], Awaitable[None] | None]
 Responder = Callable[[DistributedEvent], Any]
@@ -157,7 +160,7 @@ class Requests:
         self._pending: dict[int, _Pending] = {}
         self._inbox = f"{REPLY}{me}."
         self._inbox_state: anyio.Event | None = None
-        self._suspects: dict[str, None] = {}
+        self._suspects: dict[str, float] = {}  # responder id -> passed over until
         self._candidates: dict[str, list[str]] = {}
         self._candidates_version = -1
         self._turn = random.randrange(1 << 16)  # requesters that start together spread out
@@ -255,7 +258,7 @@ class Requests:
             if probing:
                 raise NoResponders(topic, f"none answered a probe within {timeout} s")
             if target and target != self._me:
-                self._suspects[target] = None
+                self._suspect(target)
             raise RequestTimeout(topic, timeout, responder=target, service=self._service_of(target))
 
     async def _ask(
@@ -274,6 +277,7 @@ class Requests:
             with anyio.CancelScope(deadline=deadline):
                 if local is not None:
                     target = self._me
+                    self._counters.requests += 1
                     self._serve(local, topic, self._me, data, self._local_answer(rid))
                 else:
                     await self._open_inbox()
@@ -321,7 +325,6 @@ class Requests:
         self._check_open()
         rid = next(self._ids)
         pending = self._pending[rid] = _Pending(kind, expect)
-        self._counters.requests += kind != "probe"
         return rid, pending
 
     def _check_open(self) -> None:
@@ -359,9 +362,18 @@ class Requests:
 
     async def _post_request(self, topic: str, envelope: dict[str, Any]) -> None:
         event = DistributedEvent(topic=topic, data=envelope, sender=self._me)
-        pending = self._send(event)
-        if pending is not None:
-            await pending
+        try:
+            pending = self._send(event)
+            if pending is not None:
+                await pending
+        except UnserializableDataError as exc:
+            asked = topic.split(".", 1)[1]
+            text = str(exc).replace(
+                f"cannot emit on {topic!r}", f"cannot send a request on {asked!r}"
+            )
+            raise UnserializableDataError(text) from exc
+        if "probe" not in envelope:
+            self._counters.requests += 1
 
     def _pick(self, topic: str, refused: set[str]) -> str | None:
         """The next live responder for ``topic``, round robin, passing over suspects (and
@@ -384,15 +396,27 @@ class Requests:
             ids = [candidate for candidate in ids if candidate not in refused]
         if not ids:
             return None
+        suspects = self._suspects
+        now = anyio.current_time() if suspects else 0.0
         for _ in range(len(ids)):
             self._turn += 1
             candidate = ids[self._turn % len(ids)]
-            if candidate not in self._suspects:
+            if suspects.get(candidate, 0.0) <= now:
                 return candidate
         return ids[self._turn % len(ids)]  # all of them missed a deadline: try anyway
 
+    def _suspect(self, responder: str) -> None:
+        """Pass ``responder`` over for a while: it missed a deadline (hung, or dead but not
+        yet declared gone). Its heartbeats do not clear this: a hung process still sends them."""
+        now = anyio.current_time()
+        if len(self._suspects) >= MAX_SUSPECTS:
+            self._suspects = {k: v for k, v in self._suspects.items() if v > now}
+            if len(self._suspects) >= MAX_SUSPECTS:
+                del self._suspects[next(iter(self._suspects))]
+        self._suspects[responder] = now + SUSPECT_SECONDS
+
     def heard(self, sender: str) -> None:
-        """``sender`` is alive (a heartbeat or an answer): no longer passed over."""
+        """``sender`` answered (even late): no longer passed over."""
         if self._suspects:
             self._suspects.pop(sender, None)
 
@@ -595,7 +619,8 @@ class Requests:
         if "error" in envelope:
             return  # even the error did not go: the requester times out
         failure = self._failure(exc)
-        failure["error"]["message"] = f"the reply could not be sent: {exc}"
+        detail = str(exc).replace(f"cannot emit on {topic!r}: ", "")
+        failure["error"]["message"] = f"the reply could not be sent: {detail}"
         self._post_reply(topic, failure)
 
 
