@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DURATION ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench docs check-python clean
+.PHONY: demo test lint bench bench-requests docs check-python clean
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "nanomitter needs Python 3.11+; this is " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
@@ -38,6 +38,11 @@ lint: $(VENV)/.installed-dev
 # search): $(PY) benchmarks/memory.py (or nng.py, zmq_bench.py, nats_bench.py; --quick, --markdown).
 bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/suite.py
+
+# Request/reply round trips against each library's own request/reply, with the diagnostics
+# (about 1.5 minutes; the table of docs/benchmarks.md's "Request/reply round trip" section).
+bench-requests: $(VENV)/.installed-dev
+	$(PY) benchmarks/request_bench.py --raw-loop block,asyncio --diagnostics --markdown
 
 docs: $(VENV)/.installed-dev
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site

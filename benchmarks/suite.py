@@ -10,7 +10,9 @@ The profile fits 10 minutes on a 2-core machine, so it is narrower than each scr
 ``memory.py`` at reduced counts, without trio; for nng, ZeroMQ and NATS a payload sweep
 (64 B, 1 KiB, 64 KiB, one subscriber) and a fan-out (4 and 16 subscribers at 64 B; 1 is the
 sweep's 64 B row), flat out (median of 3, 64 KiB runs capped in bytes, 16 subscribers with
-fewer events), then latency at a modest paced rate; no sustainable-rate search.
+fewer events), then latency at a modest paced rate; no sustainable-rate search; and
+``request_bench.py`` (request/reply round trips, every transport, 5,000 sequential requests
+per contender, median of 3).
 
     python benchmarks/suite.py                                  # about 3 minutes: docs/benchmarks.*
     python benchmarks/suite.py --quick --out-dir /tmp/bench     # smoke run (about a minute)
@@ -66,6 +68,7 @@ class Profile:
     latency_rate: float
     latency_seconds: float
     timeout: float  # seconds one script may take
+    requests: tuple[str, ...] = ()  # request_bench.py's options
 
 
 FULL = Profile(
@@ -77,6 +80,7 @@ FULL = Profile(
     latency_rate=1000,
     latency_seconds=2,
     timeout=300,
+    requests=("--count", "5000", "--repeats", "3"),
 )
 QUICK = Profile(
     memory=("--quick", "--no-trio"),
@@ -87,6 +91,7 @@ QUICK = Profile(
     latency_rate=1000,
     latency_seconds=0.2,
     timeout=100,
+    requests=("--quick",),
 )
 
 
@@ -116,6 +121,7 @@ def jobs(profile: Profile) -> list[Job]:
         for subs, count in profile.fan_counts.items():
             fan = ("--subs", str(subs), "--sizes", str(FAN_SIZE), "--count", str(count))
             out.append(Job(f"{transport}-fan{subs}", script, (*shared, *fan)))
+    out.append(Job("requests", "request_bench.py", profile.requests))
     return out
 
 
@@ -204,6 +210,7 @@ class Results:
     accounting: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     memory: list[memory.Line] = field(default_factory=list)
     memory_count: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
     def pair(self, job: str, size: int, subs: int) -> Pair | None:
@@ -238,6 +245,9 @@ def load(results: Path, names: Sequence[str]) -> Results:
             out.missing.append(name)
             continue
         out.environment[name] = record["environment"]
+        if name == "requests":
+            out.requests = record["results"]
+            continue
         if name == "memory":
             out.memory = [memory.Line(**line) for line in record["lines"]]
             out.memory_count = record["count"]
@@ -328,6 +338,46 @@ def memory_rows(results: Results) -> list[list[str]]:
     return rows
 
 
+REQUEST_HEADER = (
+    "transport",
+    "raw",
+    "p50 raw / nano",
+    "p99 raw / nano",
+    "requests/s raw / nano",
+    "CPU µs/request raw / nano",
+    "nanomitter p50",
+)
+
+
+def _both(raw: dict[str, Any], nano: dict[str, Any], key: str) -> str:
+    return " / ".join("-" if f[key] is None else f"{f[key]:,.0f}" for f in (raw, nano))
+
+
+def request_rows(results: Results) -> list[list[str]]:
+    """request_bench.py's figures: per transport, its raw contender beside nanomitter."""
+    rows = []
+    for transport in dict.fromkeys(r["transport"] for r in results.requests):
+        mine = [r for r in results.requests if r["transport"] == transport]
+        raw = next((r for r in mine if r["kind"] == "raw"), None)
+        nano = next((r for r in mine if r["kind"] == "nano"), None)
+        if raw is None or nano is None:
+            continue
+
+        ratio = nano["p50_us"] / raw["p50_us"] if raw["p50_us"] else 0.0
+        rows.append(
+            [
+                transport,
+                raw["contender"],
+                _both(raw, nano, "p50_us") + " µs",
+                _both(raw, nano, "p99_us") + " µs",
+                _both(raw, nano, "requests_per_s"),
+                _both(raw, nano, "cpu_us_per_request"),
+                f"{ratio:.2f}x slower" if ratio >= 1 else f"{1 / max(ratio, 1e-9):.2f}x faster",
+            ]
+        )
+    return rows
+
+
 def summary(results: Results, counts: Sequence[int], markdown: bool) -> str:
     """Every row: memory, then each transport's sweep and its fan-out beyond 1 subscriber."""
     groups = [memory_rows(results)]
@@ -389,6 +439,7 @@ def section(results: Results, meta: dict[str, Any], counts: Sequence[int]) -> st
         else ""
     )
     details = [f"memory: {text}" for text in results.environment.get("memory", [])[:1]]
+    details += [f"requests: {text}" for text in results.environment.get("requests", [])[1:3]]
     details += [
         f"{transport}: {text}"
         for transport in TRANSPORTS
@@ -436,6 +487,18 @@ def section(results: Results, meta: dict[str, Any], counts: Sequence[int]) -> st
         "### memory:// against pyee and broadcaster (in process)",
         "",
         memory.table(results.memory, markdown=True) if results.memory else "(no results)",
+        "",
+        "### Request/reply round trip (sequential, 64 B)",
+        "",
+        "One requester and one responder process per contender (nanomitter's hub or the "
+        "nats-server in a process of its own), one request in flight; `bus.request` against "
+        "the raw library's own request/reply (ZeroMQ and nng: REQ/REP dialled directly, no "
+        "hub). Ratio: nanomitter's p50 / raw's. The diagnostics are in the Request/reply "
+        "section below.",
+        "",
+        grid(REQUEST_HEADER, [request_rows(results)], markdown=True)
+        if results.requests
+        else "(no results)",
         "",
         "### Loss accounting and goals",
         "",
@@ -536,6 +599,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     draw(png, results, meta, counts)
     print()
     print(summary(results, counts, markdown=False))
+    if results.requests:
+        print()
+        print(grid(REQUEST_HEADER, [request_rows(results)], markdown=False))
     print()
     print("\n".join(verdicts(results)))
     found = problems(results)
