@@ -35,6 +35,7 @@ import anyio.abc
 import msgspec
 
 from .codecs import Reporter, UnserializableDataError
+from .context import YIELD
 from .errors import (
     BusClosedError,
     FrameDecodeError,
@@ -155,6 +156,7 @@ class Requests:
         self._interest_changed = interest_changed
         self._responders: dict[str, _Served] = {}
         self._trie: PatternTrie[_Served] = PatternTrie()
+        self._matches: dict[str, _Served | None] = {}  # topic -> responder, until they change
         self._order = 0
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
@@ -203,6 +205,7 @@ class Requests:
         served = _Served(pattern, fn, type, concurrency, self._order)
         self._responders[pattern] = served
         self._trie.add(pattern, served)
+        self._matches.clear()
         self._interest_changed()
 
     def remove(self, pattern: str) -> bool:
@@ -210,6 +213,7 @@ class Requests:
         if served is None:
             return False
         self._trie.remove(pattern, served)
+        self._matches.clear()
         self._interest_changed()
         return True
 
@@ -229,10 +233,16 @@ class Requests:
         return frozenset(wanted)
 
     def _match(self, topic: str) -> _Served | None:
+        """This emitter's responder for ``topic``: the first registered that matches."""
+        cache = self._matches
+        if topic in cache:
+            return cache[topic]
         found = list(self._trie.match(topic))
-        if not found:
-            return None
-        return min(found, key=_by_order)
+        served = min(found, key=_by_order) if found else None
+        if len(cache) >= MAX_CACHED_TOPICS:
+            cache.clear()
+        cache[topic] = served
+        return served
 
     # ------------------------------------------------------------------ asking
 
@@ -599,7 +609,7 @@ class Requests:
         except (TypeError, ValueError, NanomitterError) as exc:
             self._unsendable(topic, envelope, exc)
             return
-        if pending is not None and self._task_group is not None:
+        if pending is not None and pending is not YIELD and self._task_group is not None:
             self._task_group.start_soon(self._finish_reply, pending, topic, envelope)
 
     async def _finish_reply(

@@ -27,7 +27,7 @@ import anyio.lowlevel
 import pynng
 
 from ..core.codecs import CODECS, DEFAULT_MAX_FRAME_BYTES, Codec, FrameDecoder, get_codec
-from ..core.context import TransportContext
+from ..core.context import YIELD, TransportContext
 from ..core.errors import InvalidOptionError, NanomitterError
 from ..core.event import DistributedEvent
 from .base import MAX_BATCH, Capabilities, Transport
@@ -290,7 +290,7 @@ class NngTransport(Transport):
             # bus0 never blocks a sender; yield now and then so a tight emit loop does not
             # starve this process's own receive loops (and so trio sees a checkpoint)
             self._last_yield = now
-            return anyio.lowlevel.checkpoint()
+            return YIELD
         return None
 
     async def _send_when_writable(self, frame: bytes) -> None:

@@ -41,7 +41,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -56,7 +56,7 @@ import zmq.auth
 from zmq.utils import z85
 
 from ..core.codecs import CODECS, DEFAULT_MAX_FRAME_BYTES, Codec, FrameDecoder, get_codec
-from ..core.context import TransportContext
+from ..core.context import YIELD, TransportContext
 from ..core.errors import InvalidOptionError, NanomitterError, OverflowProblem, Problem
 from ..core.event import DistributedEvent
 from ..core.stats import Counters
@@ -604,12 +604,31 @@ class ZmqTransport(Transport):
     # ------------------------------------------------------------------ sending
 
     async def send(self, event: DistributedEvent) -> None:
+        pending = self.send_nowait(event)
+        if pending is not None:
+            await pending
+
+    def send_nowait(self, event: DistributedEvent) -> Awaitable[None] | None:
         frame = self.codec.encode(event)  # raises here, before anything is queued
         if self._pub is None:
             raise anyio.ClosedResourceError
         if self._backlog:
-            await self._wait_backlog()
-        topic = event.topic
+            return self._send_after_backlog(event.topic, frame)
+        self._queue(event.topic, frame)
+        self._since_yield += 1
+        if self._since_yield >= YIELD_EVERY:
+            self._since_yield = 0
+            return YIELD
+        return None
+
+    async def _send_after_backlog(self, topic: str, frame: bytes) -> None:
+        await self._wait_backlog()
+        if self._pub is None:
+            raise anyio.ClosedResourceError
+        self._queue(topic, frame)
+
+    def _queue(self, topic: str, frame: bytes) -> None:
+        """Send ``frame`` now, or coalesce it with the same-topic events of this loop turn."""
         run = self._run
         if run:
             if topic != self._run_topic or len(run) >= self.batch or self._run_bytes >= BATCH_BYTES:
@@ -627,10 +646,6 @@ class ZmqTransport(Transport):
                 self._turn_busy = True
                 assert self._call_soon is not None
                 self._call_soon(self._end_turn_soon)
-        self._since_yield += 1
-        if self._since_yield >= YIELD_EVERY:
-            self._since_yield = 0
-            await anyio.lowlevel.checkpoint()
 
     async def send_raw(self, frame: bytes) -> None:
         """Send ``frame`` as an envelope; the topic frame is its topic if it decodes, else ''."""
