@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DURATION ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench bench-requests docs check-python clean
+.PHONY: demo test soak lint bench bench-requests docs check-python clean
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "nanomitter needs Python 3.11+; this is " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
@@ -27,6 +27,12 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Long reliability runs (tests/reliability, marked `soak`; make test skips them): faults,
+# garbage sprays, slow consumers, the soak itself. DURATION seconds of soak (default 60; CI).
+SOAK_SECONDS = $(if $(filter 0,$(DURATION)),60,$(DURATION))
+soak: $(VENV)/.installed-dev
+	NANOMITTER_SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -m soak tests/reliability $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
