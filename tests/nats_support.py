@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conftest import skip_or_fail
+from peer_policy import skip_or_fail
 from peers import free_port
 from tls_files import TlsFiles
 

@@ -17,7 +17,7 @@ import anyio.abc
 import anyio.to_thread
 from anyio.streams.text import TextReceiveStream
 
-from conftest import skip_or_fail
+from peer_policy import skip_or_fail
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 import nanomitter
-from conftest import skip_or_fail
+from peer_policy import skip_or_fail
 from peers import Recorder, running
 from zmq_support import make_url, zmq_of
 
