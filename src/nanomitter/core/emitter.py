@@ -24,6 +24,7 @@ from .listeners import (
     AsyncListenerRunner,
     Listener,
     Registration,
+    check_type,
     is_async_callable,
     typed_call,
 )
@@ -168,6 +169,7 @@ class DistributedEventEmitter:
         if self._state in (_CLOSING, _CLOSED):
             raise BusClosedError("cannot add a listener: the emitter is closed")
         validate_pattern(pattern)
+        check_type(type)
         self._order += 1
         registration = Registration(pattern, fn, self._order, once=once, type=type)
         call: Callable[[DistributedEvent], object] = fn

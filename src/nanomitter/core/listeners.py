@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import msgspec.inspect
 
 from .codecs import Reporter
 from .errors import InvalidEventError, ListenerError, OverflowProblem
@@ -57,6 +58,20 @@ class Registration:
     def __repr__(self) -> str:
         name = getattr(self.fn, "__qualname__", repr(self.fn))
         return f"<Registration {self.pattern!r} -> {name}{' once' if self.once else ''}>"
+
+
+def check_type(target: Any) -> None:
+    """Raise ``TypeError`` at registration for a ``type=`` msgspec cannot convert to (else
+    every event would fail later, in the receive loop)."""
+    if target is None:
+        return
+    try:
+        msgspec.inspect.type_info(target)
+    except TypeError as exc:
+        raise TypeError(
+            f"type={target!r} is not a type msgspec can convert data to ({exc}); use a "
+            "msgspec Struct, a dataclass, a TypedDict or a builtin type such as dict or float"
+        ) from None
 
 
 def typed_call(

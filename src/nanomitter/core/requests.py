@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,7 @@ from .errors import (
     ResponderError,
 )
 from .event import DistributedEvent
-from .listeners import is_async_callable
+from .listeners import check_type, is_async_callable
 from .presence import ORIGINAL_INTERVAL, PeerTable, heartbeat_data
 from .stats import Counters
 from .topics import ANY, PatternTrie, pattern_matches, validate_pattern, validate_topic
@@ -64,6 +65,9 @@ MAX_CACHED_TOPICS = 1024
 SUSPECT_SECONDS = 30.0
 """How long a responder that missed a deadline is passed over, unless it answers sooner."""
 MAX_SUSPECTS = 1024
+
+_REPLYABLE = re.compile(r"[A-Za-z0-9_-]{1,64}").fullmatch
+"""Requester ids a reply topic can carry (nanoid's alphabet): no dots, spaces or wildcards."""
 
 Send = Callable[[DistributedEvent], Awaitable[None] | None]
 Responder = Callable[[DistributedEvent], Any]
@@ -194,6 +198,7 @@ class Requests:
         if not callable(fn):
             raise TypeError(f"responder must be callable, got {fn!r}")
         validate_pattern(pattern)
+        check_type(type)
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if pattern in self._responders:
@@ -461,6 +466,9 @@ class Requests:
         rid = envelope.get("id")
         if type(rid) is not int:
             self._bad(event, "the request has no integer 'id'")
+            return
+        if not _REPLYABLE(event.sender):
+            self._bad(event, "the requester's id cannot name a reply topic")
             return
         if not survey:
             to = envelope.get("to", "")

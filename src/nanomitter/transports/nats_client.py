@@ -19,23 +19,44 @@ reconnect. tests/test_nats.py fails loudly if a nats-py release moves these inte
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from nats import errors as nats_errors
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
+
+logger = logging.getLogger("nanomitter.nats")
 
 Sink = Callable[[int, bytes, bytes, bytes, bytes], None]
 """``sink(sid, subject, reply, payload, headers)``; ``headers`` is b"" when there are none."""
 
 
+class TlsRequiredError(nats_errors.Error):
+    """A ``tls://`` member met a server that does not require TLS (a downgrade)."""
+
+
 class BusClient(Client):
     """A nats-py client whose bus subscriptions bypass ``Msg`` objects and queues."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, require_tls: bool = False) -> None:
         super().__init__()
         self.sinks: dict[int, Sink] = {}
         """Subscription id -> the sink its messages go to."""
+        self.require_tls = require_tls
+        """Refuse a server whose INFO does not require TLS (nats-py would go on in clear)."""
+        self.on_sink_error: Callable[[Exception, bytes, bytes], None] = _log_sink_error
+        """Called with (exception, subject, payload) when a sink raises."""
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        # runs before nats-py decides on TLS and before CONNECT carries any credentials
+        if initial_connection and self.require_tls and not info.get("tls_required"):
+            raise TlsRequiredError(
+                "the server does not offer TLS although the URL asks for it (tls:// or "
+                "tls_* options); refusing to go on in clear, credentials included"
+            )
+        await super()._process_info(info, initial_connection)
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
@@ -47,7 +68,10 @@ class BusClient(Client):
         stats = self.stats
         stats["in_msgs"] += 1
         stats["in_bytes"] += len(data)
-        sink(sid, subject, reply, data, headers or b"")
+        try:
+            sink(sid, subject, reply, data, headers or b"")
+        except Exception as exc:  # never into nats-py's read loop: it would stop reading
+            self.on_sink_error(exc, subject, data)
 
     async def subscribe_bus(self, subject: str, sink: Sink, *, queue: str = "") -> Subscription:
         """Subscribe ``subject`` with its messages going to ``sink`` from the first one on.
@@ -118,3 +142,7 @@ class BusClient(Client):
     def max_payload(self) -> int:
         """The largest message body the server accepts (from its INFO)."""
         return int(self._max_payload)
+
+
+def _log_sink_error(exc: Exception, subject: bytes, data: bytes) -> None:
+    logger.error("dropped a message on %r that could not be handled: %r", subject, exc)
