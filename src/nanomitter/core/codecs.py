@@ -42,19 +42,22 @@ class Codec:
     def encode(self, event: DistributedEvent) -> bytes:
         try:
             return self._encode(event)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
             raise _unserializable(self.name, event.topic, exc) from exc
 
     def encode_batch(self, events: Sequence[DistributedEvent]) -> bytes:
         try:
             return self._encode(events)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
             topic = events[0].topic if events else "?"
             raise _unserializable(self.name, topic, exc) from exc
 
     def decode(self, frame: bytes | memoryview) -> Frame:
         """Decode one frame; raises ``msgspec.DecodeError`` (or ``ValidationError``) if bad."""
-        return self._decode(frame)
+        try:
+            return self._decode(frame)
+        except RecursionError:  # msgspec recurses per nesting level of the data
+            raise msgspec.DecodeError("data nested too deeply") from None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -138,6 +141,9 @@ class FrameDecoder:
             decoded = self._decode(frame)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.reject(f"{self.codec.name}: {exc}", bytes(frame))
+            return
+        except RecursionError:
+            self.reject(f"{self.codec.name}: data nested too deeply", bytes(frame[:32]))
             return
         if type(decoded) is list:
             out.extend(decoded)

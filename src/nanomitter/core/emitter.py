@@ -77,6 +77,8 @@ class DistributedEventEmitter:
         sender_id: str | None = None,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
     ) -> None:
+        if isinstance(listener_queue_size, bool) or not isinstance(listener_queue_size, int):
+            raise TypeError(f"listener_queue_size must be an int >= 1, got {listener_queue_size!r}")
         if listener_queue_size < 1:
             raise ValueError(f"listener_queue_size must be >= 1, got {listener_queue_size}")
         self.id = sender_id or new_sender_id()

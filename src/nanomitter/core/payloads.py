@@ -36,7 +36,7 @@ class PayloadCodec:
         """The body for ``data``; raises :class:`UnserializableDataError` naming ``topic``."""
         try:
             return self._encode(data)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
             raise UnserializableDataError(
                 f"cannot emit on {topic!r}: data is not serialisable by the {self.name} codec "
                 f"({exc}); send dicts, lists, str, int, float, bool, None or msgspec Structs"
@@ -44,7 +44,10 @@ class PayloadCodec:
 
     def decode(self, body: bytes | memoryview) -> Any:
         """The data in ``body``; raises ``msgspec.DecodeError`` if it is not valid."""
-        return self._decode(body)
+        try:
+            return self._decode(body)
+        except RecursionError:  # msgspec recurses per nesting level of the data
+            raise msgspec.DecodeError("data nested too deeply") from None
 
     def __repr__(self) -> str:
         return f"<PayloadCodec {self.name} {self.content_type}>"

@@ -318,6 +318,8 @@ class Requests:
     ) -> list[Reply]:
         validate_topic(topic)
         _check_timeout(timeout)
+        if expect is not None and (isinstance(expect, bool) or not isinstance(expect, int)):
+            raise TypeError(f"expect must be an int >= 1 or None, got {expect!r}")
         if expect is not None and expect < 1:
             raise ValueError(f"expect must be >= 1 (None waits the whole timeout), got {expect}")
         local = self._match(topic)
@@ -653,6 +655,8 @@ def reply_topic(event: DistributedEvent) -> str:
 
 
 def _check_timeout(timeout: float) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be a number of seconds > 0, got {timeout!r}")
     if not timeout > 0:
         raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
 

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote
@@ -101,8 +101,8 @@ class Servers:
 
     urls: tuple[str, ...]
     user: str | None = None
-    password: str | None = None
-    token: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
 
     @classmethod
     def parse(cls, scheme: str, address: str) -> Servers:
@@ -260,6 +260,8 @@ class NatsTransport(Transport):
         for option, path in (("creds", self.creds), ("nkey", self.nkey)):
             if path is not None and not Path(path).is_file():
                 raise InvalidOptionError(f"{option}: no such file {path!r} (in {url})")
+        if self.nkey is not None:
+            _check_nkey_seed(self.nkey)
         self.client: BusClient | None = None
         self._connect_errors: list[BaseException] = []
         self._background: asyncio.Task[None] | None = None
@@ -787,6 +789,12 @@ class NatsTransport(Transport):
             readable.set()
 
     async def receive(self) -> list[DistributedEvent]:
+        if self._closed:
+            # the emitter is closing: what was read but not dispatched is not delivered now
+            # (its async listeners are stopping); count it rather than half-deliver it
+            self._counters.dropped += len(self._ready)
+            self._ready = []
+            raise anyio.EndOfStream
         if self._ready:
             # let async listeners' tasks run between batches under a flood, as a wait would
             await anyio.lowlevel.checkpoint()
@@ -824,6 +832,19 @@ class NatsTransport(Transport):
             "disconnects": self.disconnects,
             "reconnects": int(client.stats["reconnects"]) if client is not None else 0,
         }
+
+
+def _check_nkey_seed(path: str) -> None:
+    """Refuse a seed file that holds no seed here, with one line (the seed is never shown)."""
+    import nkeys  # nats-py[nkeys]; only members that use nkey auth need it
+
+    try:
+        nkeys.from_seed(bytearray(Path(path).read_bytes().strip()))
+    except Exception:
+        raise InvalidOptionError(
+            f"nkey: {path!r} does not hold a valid nkey seed (one line starting with 'SU'; "
+            "make one with `nk -gen user`)"
+        ) from None
 
 
 def _is_seq(text: bytes) -> bool:

@@ -122,8 +122,8 @@ def redact(url: str) -> str:
     Handles server lists (``nats://u:p@h1:4222,nats://u:p@h2:4222``): every comma-separated
     piece has its credentials masked.
     """
-    if "://" not in url:
-        return url
+    if "://" not in url:  # no scheme (a mistake): mask as if it had one
+        return redact("x://" + url)[len("x://") :]
     scheme, rest = url.split("://", 1)
     address, mark, query = rest.partition("?")
     address = address.partition("#")[0]

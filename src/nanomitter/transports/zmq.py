@@ -42,7 +42,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -150,8 +150,8 @@ class Curve:
 
     server_public: bytes
     public: bytes
-    secret: bytes
-    server_secret: bytes | None = None
+    secret: bytes = field(repr=False)
+    server_secret: bytes | None = field(default=None, repr=False)
     allowed: frozenset[bytes] | None = None
     """Public keys the hub lets in; ``None`` = any client (``curve_allow=any``)."""
     allow_given: bool = False
