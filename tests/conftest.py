@@ -16,7 +16,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-
 def soak_seconds() -> float:
     """``make soak DURATION=N`` -> N seconds (default 60): how long the soak-marked tests
     in tests/reliability run (``make test`` does not run them)."""

@@ -748,7 +748,7 @@ class NatsTransport(Transport):
         sender = values.get(SENDER_HEADER.lower(), "")
         seq_text = values.get(SEQ_HEADER.lower(), "0")
         if not _is_seq(seq_text.encode("utf-8", "replace")):
-            return _Meta(sender, None, f"{SEQ_HEADER} {seq_text!r} is not a number")
+            return _Meta(sender, None, f"{SEQ_HEADER} {_clip(seq_text)} is not a number")
         content_type = values.get(CONTENT_TYPE_HEADER.lower())
         if content_type is None:
             codec: PayloadCodec | None = self.payload_codec
@@ -757,7 +757,9 @@ class NatsTransport(Transport):
             if codec is None:
                 known = ", ".join(sorted(self._content_types))
                 return _Meta(
-                    sender, None, f"unsupported {CONTENT_TYPE_HEADER} {content_type!r} ({known})"
+                    sender,
+                    None,
+                    f"unsupported {CONTENT_TYPE_HEADER} {_clip(content_type)} ({known})",
                 )
         meta = _Meta(sender, codec, seq=int(seq_text), declared=content_type is not None)
         if len(self._heads) >= MAX_CACHED:
@@ -845,6 +847,11 @@ def _check_nkey_seed(path: str) -> None:
             f"nkey: {path!r} does not hold a valid nkey seed (one line starting with 'SU'; "
             "make one with `nk -gen user`)"
         ) from None
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """A header value quoted in a problem report, cut short (it can be 1 MiB long)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} chars)"
 
 
 def _is_seq(text: bytes) -> bool:
