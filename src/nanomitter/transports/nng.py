@@ -427,7 +427,15 @@ class _TlsFiles:
             if not path.is_file():
                 raise InvalidOptionError(f"{name}: no such file {str(path)!r}")
         host = url.address.rsplit(":", 1)[0].strip("[]") or "localhost"
-        return cls(cert, key, ca, server_name=url.options.get("tls_server_name", host))
+        files = cls(cert, key, ca, server_name=url.options.get("tls_server_name", host))
+        try:  # read the files now: a bad one is a clear error at connect(), not at open
+            files.client_config(url.address)
+        except (pynng.NNGException, OSError, UnicodeDecodeError):
+            raise InvalidOptionError(
+                "tls_cert, tls_key and tls_ca must be PEM files nng can use (a certificate, "
+                f"its private key, the CA certificate): {cert}, {key}, {ca} are not"
+            ) from None
+        return files
 
     def _strings(self) -> tuple[str, str, str]:
         return self.cert.read_text(), self.key.read_text(), self.ca.read_text()

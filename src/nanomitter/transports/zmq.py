@@ -248,6 +248,11 @@ def _load_keyfile(name: str, options: Mapping[str, str]) -> tuple[bytes, bytes |
             f"{name}: cannot read a ZeroMQ certificate from {path!r} ({exc}); write one with "
             "zmq.auth.create_certificates (or CZMQ's zcert)"
         ) from exc
+    if public is None:
+        raise InvalidOptionError(f"{name}: {path!r} holds no public-key")
+    public = _key(f"{name} public-key", public.decode("latin-1"))
+    if secret is not None:
+        secret = _key(f"{name} secret-key", secret.decode("latin-1"))
     return public, secret
 
 
