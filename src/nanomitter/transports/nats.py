@@ -279,6 +279,7 @@ class NatsTransport(Transport):
         # receiving
         self._ready: list[DistributedEvent] = []
         self._readable: anyio.Event | None = None
+        self._room: anyio.Event | None = None  # nats-py's reader waits on it when inbox is full
         self._owners: dict[bytes, tuple[str, int]] = {}  # subject -> (topic, owner sid)
         self._heads: dict[bytes, _Meta] = {}
         self._content_types = by_content_type()
@@ -293,6 +294,7 @@ class NatsTransport(Transport):
         self.send_dropped = 0
         self.received = 0
         self.recv_dropped = 0
+        self.after_close = 0
         self.duplicates_skipped = 0
         self.plumbing_skipped = 0
         self.disconnects = 0
@@ -330,6 +332,7 @@ class NatsTransport(Transport):
         self._own_head = self._head_prefix(context.sender)
         client = BusClient(require_tls=self.tls is not None)
         client.on_sink_error = self._sink_failed
+        client.wait_for_room = self._wait_for_room
         options: dict[str, Any] = {
             "servers": list(self.servers.urls),
             "name": self.name or context.service or f"nanomitter-{context.sender}",
@@ -399,6 +402,7 @@ class NatsTransport(Transport):
         if self._closed:
             return
         self._closed = True
+        self._make_room()  # nats-py's reader must run for the flush below
         client, self.client = self.client, None
         background, self._background = self._background, None
         if background is not None and not background.done():
@@ -699,6 +703,9 @@ class NatsTransport(Transport):
 
     def _push(self, event: DistributedEvent) -> None:
         self.received += 1
+        if self._closed:  # arrived while closing (the flush): never dispatched, not a drop
+            self.after_close += 1
+            return
         ready = self._ready
         if len(ready) >= self.inbox_capacity:
             self._overflow()
@@ -789,6 +796,23 @@ class NatsTransport(Transport):
         readable, self._readable = self._readable, None
         if readable is not None:
             readable.set()
+        self._make_room()
+
+    def _wait_for_room(self) -> Awaitable[None] | None:
+        """Backpressure: with ``inbox`` events waiting, nats-py stops reading the socket
+        until the emitter takes a batch (the server then sees a slow consumer, as it would
+        see any client that cannot keep up), instead of this queue dropping."""
+        if len(self._ready) < self.inbox_capacity or self._closed:
+            return None
+        room = self._room
+        if room is None:
+            room = self._room = anyio.Event()
+        return room.wait()
+
+    def _make_room(self) -> None:
+        room, self._room = self._room, None
+        if room is not None:
+            room.set()
 
     async def receive(self) -> list[DistributedEvent]:
         if self._closed:
@@ -809,9 +833,13 @@ class NatsTransport(Transport):
         self._overflowing = False
         if len(ready) <= MAX_BATCH:
             self._ready = []
-            return ready
-        self._ready = ready[MAX_BATCH:]
-        return ready[:MAX_BATCH]
+            batch = ready
+        else:
+            self._ready = ready[MAX_BATCH:]
+            batch = ready[:MAX_BATCH]
+        if self._room is not None and len(self._ready) < self.inbox_capacity:
+            self._make_room()
+        return batch
 
     # ------------------------------------------------------------------ reporting
 
@@ -829,6 +857,7 @@ class NatsTransport(Transport):
             "pending_bytes": client.pending_bytes if client is not None else 0,
             "received": self.received,
             "recv_dropped": self.recv_dropped,
+            "after_close": self.after_close,
             "duplicates_skipped": self.duplicates_skipped,
             "plumbing_skipped": self.plumbing_skipped,
             "disconnects": self.disconnects,

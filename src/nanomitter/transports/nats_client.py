@@ -48,6 +48,9 @@ class BusClient(Client):
         """Refuse a server whose INFO does not require TLS (nats-py would go on in clear)."""
         self.on_sink_error: Callable[[Exception, bytes, bytes], None] = _log_sink_error
         """Called with (exception, subject, payload) when a sink raises."""
+        self.wait_for_room: Callable[[], Awaitable[None] | None] | None = None
+        """After each bus message: an awaitable while the consumer is full (backpressure:
+        nats-py's reader stops reading the socket until it resolves), else None."""
 
     async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
         # runs before nats-py decides on TLS and before CONNECT carries any credentials
@@ -72,6 +75,11 @@ class BusClient(Client):
             sink(sid, subject, reply, data, headers or b"")
         except Exception as exc:  # never into nats-py's read loop: it would stop reading
             self.on_sink_error(exc, subject, data)
+        wait_for_room = self.wait_for_room
+        if wait_for_room is not None:
+            full = wait_for_room()
+            if full is not None:
+                await full
 
     async def subscribe_bus(self, subject: str, sink: Sink, *, queue: str = "") -> Subscription:
         """Subscribe ``subject`` with its messages going to ``sink`` from the first one on.
