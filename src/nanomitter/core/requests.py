@@ -53,7 +53,7 @@ from .event import DistributedEvent
 from .listeners import check_type, is_async_callable
 from .presence import ORIGINAL_INTERVAL, PeerTable, heartbeat_data
 from .stats import Counters
-from .topics import ANY, PatternTrie, pattern_matches, validate_pattern, validate_topic
+from .topics import ANY, pattern_matches, validate_pattern, validate_topic
 
 ASK = "<?."
 SURVEY = "<??."
@@ -90,14 +90,13 @@ class Reply:
 class _Served:
     """One ``bus.responder(...)`` registration."""
 
-    __slots__ = ("concurrency", "fn", "in_flight", "is_async", "order", "pattern", "type")
+    __slots__ = ("concurrency", "fn", "in_flight", "is_async", "pattern", "type")
 
-    def __init__(self, pattern: str, fn: Responder, type: Any, concurrency: int, order: int):
+    def __init__(self, pattern: str, fn: Responder, type: Any, concurrency: int):
         self.pattern = pattern
         self.fn = fn
         self.type = type
         self.concurrency = concurrency
-        self.order = order
         self.is_async = is_async_callable(fn)
         self.in_flight = 0
 
@@ -159,9 +158,7 @@ class Requests:
         self._send = send
         self._interest_changed = interest_changed
         self._responders: dict[str, _Served] = {}
-        self._trie: PatternTrie[_Served] = PatternTrie()
         self._matches: dict[str, _Served | None] = {}  # topic -> responder, until they change
-        self._order = 0
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._inbox = f"{REPLY}{me}."
@@ -206,18 +203,13 @@ class Requests:
                 f"this emitter already has a responder for {pattern!r}; "
                 f"remove it first with bus.off_responder({pattern!r})"
             )
-        self._order += 1
-        served = _Served(pattern, fn, type, concurrency, self._order)
-        self._responders[pattern] = served
-        self._trie.add(pattern, served)
+        self._responders[pattern] = _Served(pattern, fn, type, concurrency)
         self._matches.clear()
         self._interest_changed()
 
     def remove(self, pattern: str) -> bool:
-        served = self._responders.pop(pattern, None)
-        if served is None:
+        if self._responders.pop(pattern, None) is None:
             return False
-        self._trie.remove(pattern, served)
         self._matches.clear()
         self._interest_changed()
         return True
@@ -242,8 +234,10 @@ class Requests:
         cache = self._matches
         if topic in cache:
             return cache[topic]
-        found = list(self._trie.match(topic))
-        served = min(found, key=_by_order) if found else None
+        # a few patterns per emitter, and the answer is cached per topic: no trie needed
+        served = next(
+            (s for s in self._responders.values() if pattern_matches(s.pattern, topic)), None
+        )
         if len(cache) >= MAX_CACHED_TOPICS:
             cache.clear()
         cache[topic] = served
@@ -647,6 +641,8 @@ class Requests:
 def reply_topic(event: DistributedEvent) -> str:
     """Where the answers to a request or survey event go ("" if it names no request id);
     transports with a reply field of their own (NATS) carry it there too."""
+    if not event.topic.startswith((ASK, SURVEY)):
+        return ""
     data = event.data
     rid = data.get("id") if isinstance(data, dict) else None
     if type(rid) is not int or not event.sender:
@@ -698,10 +694,6 @@ def _remote_error(topic: str, sender: str, envelope: dict[str, Any]) -> RemoteEr
         responder=sender,
         service=service if isinstance(service, str) else "",
     )
-
-
-def _by_order(served: _Served) -> int:
-    return served.order
 
 
 def _name(fn: object) -> str:
