@@ -42,7 +42,7 @@ from .nng_lowlevel import (
     send_nowait,
 )
 from .registry import NNG_SCHEMES
-from .url import BusURL
+from .url import BusURL, host_and_port
 
 logger = logging.getLogger("nanomitter.nng")
 ROLES = ("auto", "hub", "node")
@@ -131,7 +131,7 @@ class NngTransport(Transport):
         if tls is None and any(name.startswith("tls_") for name in url.options):
             raise InvalidOptionError(f"tls_* options need a tls+tcp:// URL (in {url})")
         if scheme in ("tcp", "tls+tcp", "ws"):
-            _check_host_port(scheme, url.address)
+            host_and_port(scheme, url.address)
         return cls(
             f"{scheme}://{url.address}",
             role=url.choice_option("role", ROLES, "auto"),
@@ -393,19 +393,6 @@ class NngTransport(Transport):
             "pipes": len(socket.pipes) if socket is not None else 0,
             "elections_won": self.election.won,
         }
-
-
-def _check_host_port(scheme: str, address: str) -> None:
-    """tcp-like URLs need an explicit port: without one every ``role=auto`` member would bind
-    its own ephemeral port and be a hub alone, and nobody would hear anybody."""
-    host_port = address.split("/", 1)[0]
-    host, colon, port_text = host_port.rpartition(":")
-    if not colon or not host or host.endswith("["):
-        raise InvalidOptionError(
-            f"{scheme}:// needs HOST:PORT (e.g. {scheme}://127.0.0.1:5555), got {address!r}"
-        )
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise InvalidOptionError(f"{scheme}:// port {port_text!r} must be a number in 1..65535")
 
 
 class _TlsFiles:

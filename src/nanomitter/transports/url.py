@@ -116,6 +116,26 @@ def _option_text(value: object) -> str:
     return str(value)
 
 
+def host_and_port(
+    scheme: str, address: str, *, highest: int = 65535, why: str = ""
+) -> tuple[str, int]:
+    """``HOST:PORT`` (anything after a ``/`` ignored) -> (host, port), or a clear error.
+
+    tcp-like buses need an explicit port: without one every ``role=auto`` member would bind
+    an ephemeral port of its own and be a hub alone, and nobody would hear anybody.
+    """
+    host, colon, port_text = address.split("/", 1)[0].rpartition(":")
+    if not colon or not host or host.endswith("["):
+        raise InvalidOptionError(
+            f"{scheme}:// needs HOST:PORT (e.g. {scheme}://127.0.0.1:5560), got {address!r}"
+        )
+    if not port_text.isdigit() or not 1 <= int(port_text) <= highest:
+        raise InvalidOptionError(
+            f"{scheme}:// port {port_text!r} must be a number in 1..{highest}{why}"
+        )
+    return host, int(port_text)
+
+
 def redact(url: str) -> str:
     """``url`` with any password, token or secret replaced by ``***``.
 

@@ -64,7 +64,7 @@ from ..core.topics import literal_prefix
 from .base import MAX_BATCH, Capabilities, Transport
 from .election import Election
 from .registry import ZMQ_SCHEMES
-from .url import BusURL
+from .url import BusURL, host_and_port
 from .zmq_proxy import PeerCallback, Proxy, ProxyBindError, ServerCurve
 
 logger = logging.getLogger("nanomitter.zmq")
@@ -114,16 +114,7 @@ class Endpoints:
 def endpoints_for(scheme: str, address: str) -> Endpoints:
     """Derive the two endpoints from ``zmq+tcp://HOST:PORT`` or ``zmq+ipc://PATH``."""
     if scheme == "zmq+tcp":
-        host, colon, port_text = address.rstrip("/").rpartition(":")
-        if not colon or not host or not port_text.isdigit():
-            raise InvalidOptionError(
-                f"zmq+tcp:// needs HOST:PORT (e.g. zmq+tcp://127.0.0.1:5560), got {address!r}"
-            )
-        port = int(port_text)
-        if not 1 <= port <= 65534:
-            raise InvalidOptionError(
-                f"zmq+tcp:// port {port} must be 1..65534 (subscribers use PORT+1)"
-            )
+        host, port = host_and_port(scheme, address, highest=65534, why=" (subscribers use PORT+1)")
         connect_host = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
         return Endpoints(
             publish=f"tcp://{connect_host}:{port}",
