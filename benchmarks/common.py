@@ -449,15 +449,7 @@ class Topology:
             self._expect(conn, timeout)
 
     def _expect(self, conn: Connection, timeout: float) -> dict[str, Any]:
-        if not conn.poll(timeout):
-            raise ChildFailed(f"{self.contender}: a child did not answer within {timeout} s")
-        try:
-            message: dict[str, Any] = conn.recv()
-        except EOFError:
-            raise ChildFailed(f"{self.contender}: a child died") from None
-        if "error" in message:
-            raise ChildFailed(f"{self.contender}: a child failed:\n{message['error']}")
-        return message
+        return expect_message(conn, timeout, f"{self.contender}: a child")
 
     def __enter__(self) -> Topology:
         try:
@@ -476,22 +468,7 @@ class Topology:
 
     def close(self) -> None:
         """Stop every child: ask, then terminate, then kill; always reap."""
-        for _, conn in self.children:
-            with contextlib.suppress(OSError):
-                conn.send(("stop",))
-        deadline = time.monotonic() + 3
-        for process, _ in reversed(self.children):
-            process.join(max(0.0, deadline - time.monotonic()))
-        for process, _ in self.children:
-            if process.is_alive():
-                process.terminate()
-                process.join(2)
-            if process.is_alive():
-                process.kill()
-                process.join()
-        for _, conn in self.children:
-            conn.close()
-        self.children = []
+        stop_children(self.children)
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time of every child so far, and of the processes a child runs
@@ -501,12 +478,10 @@ class Topology:
             return None
         total = 0.0
         for process, _ in self.children:
-            try:
-                with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
+            own = process_cpu_seconds(process.pid) if process.pid is not None else None
+            if own is None:
                 return None
-            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            total += own
             if process.pid is not None:
                 total += _descendants_cpu(process.pid)
         return total
@@ -567,13 +542,52 @@ def _descendants_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     for kid in kids:
-        try:
-            with open(f"/proc/{kid}/stat", encoding="ascii") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        total += process_cpu_seconds(int(kid)) or 0.0
     return total
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of one process so far (Linux /proc; None if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def expect_message(conn: Connection, timeout: float, who: str) -> dict[str, Any]:
+    """A child's next message; ``ChildFailed`` when it crashed, died or took too long."""
+    if not conn.poll(timeout):
+        raise ChildFailed(f"{who}: no answer within {timeout:g} s")
+    try:
+        message: dict[str, Any] = conn.recv()
+    except (EOFError, OSError):
+        raise ChildFailed(f"{who}: the process died") from None
+    if "error" in message:
+        raise ChildFailed(f"{who} failed:\n{message['error']}")
+    return message
+
+
+def stop_children(children: list[tuple[multiprocessing.process.BaseProcess, Connection]]) -> None:
+    """Stop child processes: ask each (the last started first), then terminate, then kill;
+    always reap and close their pipes. Empties ``children``."""
+    for _, conn in children:
+        with contextlib.suppress(OSError):
+            conn.send(("stop",))
+    deadline = time.monotonic() + 3
+    for process, _ in reversed(children):
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process, _ in children:
+        if process.is_alive():
+            process.terminate()
+            process.join(2)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    for _, conn in children:
+        conn.close()
+    children.clear()
 
 
 # ---------------------------------------------------------------------------- measurement

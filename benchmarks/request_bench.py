@@ -70,7 +70,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -81,7 +81,18 @@ import nats
 import pynng
 import zmq
 import zmq.asyncio
-from common import ChildFailed, Stop, child, control, free_port, grid, machine, run_nano_hub
+from common import (
+    Stop,
+    child,
+    control,
+    expect_message,
+    free_port,
+    grid,
+    machine,
+    process_cpu_seconds,
+    run_nano_hub,
+    stop_children,
+)
 from common import watch_control as _watch_control
 from nats_bench import _die_with_parent, _wait_accepting, nats_server_binary, server_version
 
@@ -108,7 +119,6 @@ WARM_DEADLINE = 20.0
 RAW_POLL_MS = 100
 """A blocking raw responder looks at its control pipe this often (ms) when idle."""
 READY_TIMEOUT = 30.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 SENDER = "x" * 21  # a nanomitter emitter id's length, for the frame sizes
 
 
@@ -690,7 +700,7 @@ class Children:
         process.start()
         theirs.close()
         self.children.append((process, ours))
-        expect(ours, READY_TIMEOUT, name)
+        expect_message(ours, READY_TIMEOUT, name)
         return ours
 
     def pids(self, begin: int, end: int) -> list[int]:
@@ -703,48 +713,14 @@ class Children:
         self.close()
 
     def close(self) -> None:
-        """Stop every child, the last started first (a hub last): ask, then terminate, then
-        kill; always reap."""
-        for process, conn in reversed(self.children):
-            with contextlib.suppress(OSError):
-                conn.send(("stop",))
-            process.join(3)
-        for process, _ in self.children:
-            if process.is_alive():
-                process.terminate()
-                process.join(2)
-            if process.is_alive():
-                process.kill()
-                process.join()
-        for _, conn in self.children:
-            conn.close()
-        self.children = []
-
-
-def expect(conn: Connection, timeout: float, name: str) -> dict[str, Any]:
-    """The child's next message; ``ChildFailed`` when it crashed, died or took too long."""
-    if not wait([conn], timeout):
-        raise ChildFailed(f"{name}: no answer within {timeout:g} s")
-    try:
-        message: dict[str, Any] = conn.recv()
-    except (EOFError, OSError):
-        raise ChildFailed(f"{name}: the process died") from None
-    if "error" in message:
-        raise ChildFailed(f"{name} failed:\n{message['error']}")
-    return message
+        """Stop every child (ask, terminate, kill); always reap."""
+        stop_children(self.children)
 
 
 def cpu_seconds(pids: Sequence[int]) -> float | None:
     """User + system CPU time of these processes so far (Linux /proc; else None)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return None
-        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
+    times = [process_cpu_seconds(pid) for pid in pids]
+    return None if None in times else sum(t for t in times if t is not None)
 
 
 @dataclass
@@ -925,7 +901,7 @@ def bench_transport(transport: str, settings: Settings, notes: list[str]) -> lis
         budget = 60 + settings.count * 0.01
         for conn, result in zip(requesters, results, strict=True):  # warm-up
             conn.send(("run", 1, settings.warm, settings.size))
-            expect(conn, budget, f"{transport} {result.contender} warm-up")
+            expect_message(conn, budget, f"{transport} {result.contender} warm-up")
         for repeat in range(settings.repeats):
             order = list(zip(requesters, results, pids, strict=True))
             if repeat % 2:
@@ -933,7 +909,7 @@ def bench_transport(transport: str, settings: Settings, notes: list[str]) -> lis
             for conn, result, processes in order:
                 cpu_before = cpu_seconds(processes)
                 conn.send(("run", settings.count, settings.warm, settings.size))
-                message = expect(conn, budget, f"{transport} {result.contender}")
+                message = expect_message(conn, budget, f"{transport} {result.contender}")
                 cpu_after = cpu_seconds(processes)
                 cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
                 trial = Trial(message["lats"], message["elapsed_ns"], cpu)
