@@ -560,7 +560,6 @@ class DistributedEventEmitter:
                     if len(seen) >= MAX_TRACKED:
                         del seen[next(iter(seen))]
                     topics = seen[sender] = {}
-                topic = event.topic
                 last = topics.get(topic)
                 if last is None:
                     if len(topics) >= MAX_TRACKED:
@@ -573,10 +572,10 @@ class DistributedEventEmitter:
                     topics[topic] = seq
                 else:
                     counters.reordered += 1
-            route = routes.get(event.topic)
+            route = routes.get(topic)
             if route is None:
                 try:
-                    route = self._route(event.topic)
+                    route = self._route(topic)
                 except (ValueError, TypeError) as exc:
                     counters.received -= 1
                     counters.decode_errors += 1
