@@ -81,7 +81,8 @@ _QUEUED = -2
 """Owner of a request subject: only a queue subscription's copy is a request for us."""
 QUEUE_GROUP = "nanomitter"
 """The queue group of every responder: the server hands each request to one member."""
-NO_RESPONDERS_STATUS = "503"
+NO_RESPONDERS_STATUS = str(NO_RESPONDERS)
+"""The status code nats-server answers a request with when nobody subscribes."""
 
 
 class NoServersError(NanomitterError, ConnectionError):
@@ -578,7 +579,7 @@ class NatsTransport(Transport):
         else:
             return b"PUB %b %d\r\n%b\r\n" % (subject, len(payload), payload)
         size = len(head)
-        if event.topic[:2] == "<?":
+        if event.topic[:2] == ASK[:2]:  # the cheap test first (reply_topic checks it all)
             # a request or survey: NATS's own reply subject, so the server can answer
             # "no responders" (503) at once when nobody subscribes
             reply = reply_topic(event)
