@@ -1046,6 +1046,42 @@ def parse_settings(
     return args, result, sizes, subs_counts
 
 
+def finish(
+    args: argparse.Namespace,
+    *,
+    transport: str,
+    raw_name: str,
+    environment: Sequence[str],
+    started: float,
+    load_before: float,
+    load_note: str,
+    cells: Sequence[Cell],
+    trials: Sequence[Trial],
+    lines: Sequence[str],
+    cpu_column: bool,
+) -> int:
+    """The end of every transport script: write ``--results``, print the report; its exit
+    status (1 on a loss-accounting mismatch)."""
+    save_results(
+        args.results,
+        transport=transport,
+        raw_name=raw_name,
+        environment=environment,
+        cells=cells,
+        trials=trials,
+        lines=lines,
+    )
+    return report(
+        environment,
+        started,
+        load_before,
+        load_note=load_note,
+        table_text=table(cells, args.markdown, raw_name, cpu_column=cpu_column),
+        lines=lines,
+        markdown=args.markdown,
+    )
+
+
 def report(
     environment: Sequence[str],
     started: float,

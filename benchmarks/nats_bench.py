@@ -96,6 +96,7 @@ from common import (
     Tally,
     Topology,
     accounting,
+    finish,
     free_port,
     goals,
     machine,
@@ -104,11 +105,8 @@ from common import (
     method,
     pace,
     parse_settings,
-    report,
     run_nano_publisher,
     run_nano_subscriber,
-    save_results,
-    table,
 )
 from common import (
     common_ceilings as ceilings,
@@ -483,24 +481,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         slow = slow_consumers(logs)
     env = environment(settings, sizes, args.codec, binary)
     lines = accounting(trials) + slow + goals(cells, 0.8)
-    save_results(
-        args.results,
+    return finish(
+        args,
         transport="nats",
         raw_name="raw nats-py",
         environment=env,
+        started=started,
+        load_before=load_before,
+        load_note="this run's own processes included; the contenders' trials alternate, so "
+        "load from elsewhere hits both",
         cells=cells,
         trials=trials,
         lines=lines,
-    )
-    return report(
-        env,
-        started,
-        load_before,
-        load_note="this run's own processes included; the contenders' trials alternate, so "
-        "load from elsewhere hits both",
-        table_text=table(cells, args.markdown, "raw nats-py", cpu_column=True),
-        lines=lines,
-        markdown=args.markdown,
+        cpu_column=True,
     )
 
 

@@ -76,6 +76,7 @@ from common import (
     Tally,
     Topology,
     accounting,
+    finish,
     frame_size,
     free_port,
     goals,
@@ -85,12 +86,9 @@ from common import (
     measure,
     method,
     parse_settings,
-    report,
     run_nano_hub,
     run_nano_publisher,
     run_nano_subscriber,
-    save_results,
-    table,
 )
 from common import (
     common_ceilings as ceilings,
@@ -370,24 +368,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells, trials = measure(subs_counts, sizes, settings, topology, ceilings)
     env = environment(settings, sizes, args.raw_loop, args.nano_hub)
     lines = accounting(trials) + goals(cells, 0.8)
-    save_results(
-        args.results,
+    return finish(
+        args,
         transport="nng",
         raw_name="raw pynng",
         environment=env,
+        started=started,
+        load_before=load_before,
+        load_note="this run's own processes "
+        "included; the contenders' trials alternate, so load from elsewhere hits both",
         cells=cells,
         trials=trials,
         lines=lines,
-    )
-    return report(
-        env,
-        started,
-        load_before,
-        load_note="this run's own processes "
-        "included; the contenders' trials alternate, so load from elsewhere hits both",
-        table_text=table(cells, args.markdown, "raw pynng", cpu_column=True),
-        lines=lines,
-        markdown=args.markdown,
+        cpu_column=True,
     )
 
 

@@ -77,6 +77,7 @@ from common import (
     Tally,
     Topology,
     accounting,
+    finish,
     frame_size,
     goals,
     machine,
@@ -85,12 +86,9 @@ from common import (
     measure,
     method,
     parse_settings,
-    report,
     run_nano_hub,
     run_nano_publisher,
     run_nano_subscriber,
-    save_results,
-    table,
 )
 from common import control as _control
 
@@ -387,23 +385,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells, trials = measure(subs_counts, sizes, settings, topology, ceilings)
     env = environment(settings, sizes, args.raw_loop, args.nano_hub)
     lines = accounting(trials) + goals_zmq(cells)
-    save_results(
-        args.results,
+    return finish(
+        args,
         transport="zmq",
         raw_name="raw pyzmq",
         environment=env,
+        started=started,
+        load_before=load_before,
+        load_note="both contenders' trials alternate, so load from elsewhere hits both",
         cells=cells,
         trials=trials,
         lines=lines,
-    )
-    return report(
-        env,
-        started,
-        load_before,
-        load_note="both contenders' trials alternate, so load from elsewhere hits both",
-        table_text=table(cells, args.markdown, "raw pyzmq", cpu_column=False),
-        lines=lines,
-        markdown=args.markdown,
+        cpu_column=False,
     )
 
 
