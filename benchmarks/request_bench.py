@@ -345,6 +345,28 @@ async def serve_until_stopped(
         tg.cancel_scope.cancel()
 
 
+def serve_blocking(
+    conn: Connection,
+    recv: Callable[[], bytes],
+    send: Callable[[bytes], object],
+    timed_out: type[Exception],
+    *,
+    encode: Callable[[Any], bytes],
+    decode: Callable[[bytes], Any],
+) -> None:
+    """A raw blocking REP loop: answer each request; between requests (``recv`` timing out
+    with ``timed_out``) look at the control pipe, whose "stop" ends the child."""
+    conn.send({"ready": True})
+    while True:
+        try:
+            body = recv()
+        except timed_out:
+            if conn.poll():
+                control(conn)
+            continue
+        send(encode(answer(decode(body))))
+
+
 # ---------------------------------------------------------------------------- raw nng
 
 
@@ -361,16 +383,7 @@ def raw_nng_responder(conn: Connection, url: str, codec: str, loop: str) -> None
             anyio.run(serve_until_stopped, conn, serve)
             return
         sock.recv_timeout = RAW_POLL_MS
-        recv, send = sock.recv, sock.send
-        conn.send({"ready": True})
-        while True:
-            try:
-                body = recv()
-            except pynng.Timeout:
-                if conn.poll():
-                    control(conn)
-                continue
-            send(encode(answer(decode(body))))
+        serve_blocking(conn, sock.recv, sock.send, pynng.Timeout, encode=encode, decode=decode)
 
 
 def raw_nng_requester(conn: Connection, url: str, codec: str, loop: str) -> None:
@@ -427,16 +440,7 @@ def raw_zmq_responder(conn: Connection, url: str, codec: str, loop: str) -> None
     sock.setsockopt(zmq.RCVTIMEO, RAW_POLL_MS)
     try:
         sock.bind(url)
-        recv, send = sock.recv, sock.send
-        conn.send({"ready": True})
-        while True:
-            try:
-                body = recv()
-            except zmq.Again:
-                if conn.poll():
-                    control(conn)
-                continue
-            send(encode(answer(decode(body))))
+        serve_blocking(conn, sock.recv, sock.send, zmq.Again, encode=encode, decode=decode)
     finally:
         sock.close()
         context.term()
