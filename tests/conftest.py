@@ -6,10 +6,6 @@ import os
 
 import pytest
 
-from peer_policy import REQUIRE_PEERS, skip_or_fail
-
-__all__ = ["REQUIRE_PEERS", "skip_or_fail"]
-
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
