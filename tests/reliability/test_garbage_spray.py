@@ -6,7 +6,8 @@ and another child is a raw foreign peer spraying bad frames as fast as it can: a
 socket dialled to the nng hub, a pyzmq PUB socket on the proxy's XSUB side (two-frame,
 one-frame and three-frame messages), or a raw NATS protocol client publishing bad bodies and
 bad headers on the subjects the receiver subscribes to. ``spray_support.py`` says what the
-garbage is; every piece of it is bad by construction.
+garbage is; every piece of it is bad by construction. The spray starts once the receiver has
+the valid emitter's first event (a lost head would look like joining late, which is no loss).
 
 Asserted, per run:
 
@@ -221,6 +222,7 @@ class ValidRecorder:
         self.seqs: list[int] = []
         self.times: list[float] = []
         self.leaks: list[DistributedEvent] = []
+        self.first: anyio.Event = anyio.Event()
         self.last: anyio.Event = anyio.Event()
 
     def __call__(self, event: DistributedEvent) -> None:
@@ -230,6 +232,7 @@ class ValidRecorder:
             return
         self.seqs.append(event.seq)
         self.times.append(time.monotonic())
+        self.first.set()
         if isinstance(event.data, dict) and event.data.get("last"):
             self.last.set()
 
@@ -284,6 +287,10 @@ async def spray(transport: str, seconds: float, server: NatsServer | None) -> di
                 baseline = rss_bytes()
                 started = time.monotonic()
                 await child.stdin.send(b"go\n")
+                # the garbage starts once the valid stream has: a receiver that never saw a
+                # sender's first event cannot tell a lost head from joining late (not a loss)
+                with anyio.fail_after(30):
+                    await valid.first.wait()
                 await sprayer.stdin.send(b"go\n")
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_sample_rss, rss)
@@ -334,6 +341,7 @@ async def spray(transport: str, seconds: float, server: NatsServer | None) -> di
         "valid_emitted": emitter["emitted"],
         "valid_received": len(valid.seqs),
         "valid_distinct": len(set(valid.seqs)),
+        "valid_first_seq": valid.seqs[0],
         "valid_final_seq": final,
         "valid_per_second": windows,
         "valid_longest_gap_s": round(max(gaps), 2),
@@ -417,6 +425,7 @@ def check(result: dict[str, Any]) -> None:
     assert result["valid_longest_gap_s"] < patience, (where, result["valid_per_second"])
     assert result["valid_received"] == result["valid_distinct"], f"{where}: duplicates"
     assert result["valid_final_seq"] == result["valid_emitted"], where
+    assert result["valid_first_seq"] == 1, where
     assert result["reordered"] == 0, where
     assert result["lost_counted"] == result["valid_final_seq"] - result["valid_distinct"], where
     # memory stays bounded
