@@ -100,6 +100,7 @@ from common import (
     watch_control as _watch_control,
 )
 
+from nanomitter.transports.nng import DEFAULT_BUFFER
 from nanomitter.transports.nng_lowlevel import Reflector
 
 SENDER = "rawpynngpublisher0001"  # 21 characters, the shape of a nanomitter sender id
@@ -337,7 +338,12 @@ def environment(settings: Settings, sizes: Sequence[int], raw_loop: str, hub: st
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser(__doc__, count=100_000, repeat=5)
-    parser.add_argument("--buffer", type=int, default=1024, help="socket buffers (messages)")
+    parser.add_argument(
+        "--buffer",
+        type=int,
+        default=DEFAULT_BUFFER,
+        help=f"socket buffers, messages (default {DEFAULT_BUFFER}: nanomitter's)",
+    )
     parser.add_argument(
         "--raw-loop", choices=("poll", "block", "anyio"), default="poll", help="raw receive form"
     )

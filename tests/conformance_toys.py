@@ -71,13 +71,17 @@ class DroppingMemory(MemoryTransport):
 
 
 class LaggingMemory(MemoryTransport):
-    """Sends each event only when the next one comes, and forgets the last one on close."""
+    """Sends each event only when the next one comes, and forgets the last one on close
+    (heartbeats, the bye included, pass straight through: they do not push it out)."""
 
     def __init__(self, name: str, **options: Any) -> None:
         super().__init__(name, **options)
         self._pending: DistributedEvent | None = None
 
     async def send(self, event: DistributedEvent) -> None:
+        if event.topic == "<3":
+            await super().send(event)
+            return
         pending, self._pending = self._pending, event
         if pending is not None:
             await super().send(pending)

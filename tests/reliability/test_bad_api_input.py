@@ -197,6 +197,8 @@ ROWS: list[Bad] = [
         r"option role='boss' is not one of auto, hub, node"),
     Bad("nng call", "buffer=0", url(NNG + "?buffer=0"), InvalidOptionError,
         r"option buffer=0 must be >= 1"),
+    Bad("nng call", "buffer above nng's maximum", url(NNG + "?buffer=8193"), InvalidOptionError,
+        r"option buffer=8193 must be <= 8192"),
     Bad("nng call", "max_frame_bytes=10", url(NNG + "?max_frame_bytes=10"), InvalidOptionError,
         r"option max_frame_bytes=10 must be >= 64"),
     Bad("nng call", "linger_ms=x", url(NNG + "?linger_ms=x"), InvalidOptionError,

@@ -101,20 +101,9 @@ async def subscriber_result(child: Child, closed_at: float) -> dict[str, Any]:
     return await child.status(settled, "neither ended nor went quiet")
 
 
-NNG_LOSS = (
-    "nng loses events in a 10 000-event burst, closed at once or not: measured 1 827-7 739 "
-    "lost (18-77 %) at 39k-320k events/s flat out, asyncio and trio, and 0-4 164 of them "
-    "after the last event received, so uncounted. bus0 drops when the 1024-message queue "
-    "in front of the subscriber's Python is full; the same burst with a 2 s pause before "
-    "aclose() loses as much (/tmp/notes/faults-nng-burst.py), so aclose() is not the cause"
-)
-# not strict: when the machine is so busy that the emitter manages only about 20k events/s
-# (seen once in 12 runs, load average 9 on two cores) the subscriber keeps up and it passes
-
-
 @pytest.mark.parametrize(
     "transport",
-    [pytest.param("nng", marks=pytest.mark.xfail(strict=False, reason=NNG_LOSS)), "zmq"],
+    ["nng", "zmq"],
 )
 async def test_subscriber_in_another_process_gets_every_event_emitted_before_close(
     anyio_backend: str, transport: str, tmp_path: Path

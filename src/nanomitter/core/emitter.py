@@ -33,6 +33,7 @@ from .report import LogProblems
 from .requests import DEFAULT_CONCURRENCY, Reply, Requests, Responder
 from .stats import Counters, Stats
 from .subscription import Subscription
+from .tail import TailBeacon, revealed_tail
 from .topics import REQUEST_PREFIXES, PatternTrie, validate_pattern, validate_topic
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ class DistributedEventEmitter:
         self._order = 0
         self._own_seqs: dict[str, int] = {}
         self._seen: dict[str, dict[str, int]] = {}
+        self._beacon = TailBeacon(self._own_seqs, MAX_TRACKED)
         self._task_group: anyio.abc.TaskGroup | None = None
         self._send_nowait = transport.send_nowait
         self._presence = PeerTable(self._report, self._count_listener_error)
@@ -235,6 +237,28 @@ class DistributedEventEmitter:
         else:
             del self._pattern_refs[registration.pattern]
             self.transport.set_interest(self._interest())
+            if self.transport.capabilities.filters_by_interest:
+                self._forget_unheard()
+
+    def _hears(self, topic: str) -> bool:
+        """Whether events on ``topic`` reach this emitter (filtering transports send only
+        what a listener matches; the others send everything)."""
+        if not self.transport.capabilities.filters_by_interest:
+            return True
+        route = self._routes.get(topic)
+        if route is None:
+            try:
+                route = self._route(topic)
+            except (ValueError, TypeError):
+                return False
+        return bool(route)
+
+    def _forget_unheard(self) -> None:
+        """Forget the numbers of topics no longer listened to: events sent meanwhile never
+        come here, and are no loss when a listener comes back (nor in a heartbeat's tail)."""
+        for topics in self._seen.values():
+            for topic in [t for t in topics if t[:1] != "<" and not self._hears(t)]:
+                del topics[topic]
 
     # ------------------------------------------------------------------ emitting
 
@@ -286,12 +310,16 @@ class DistributedEventEmitter:
         while self._state is _OPEN:
             responds = self._requests.patterns()
             if self.service or responds or self._announced:
-                data = heartbeat_data(self.service, self.heartbeat_interval, responds=responds)
+                seqs = self._beacon.untold()
+                data = heartbeat_data(
+                    self.service, self.heartbeat_interval, responds=responds, seqs=seqs
+                )
                 try:
                     await self._send(HEARTBEAT_TOPIC, data)
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                     return
                 self._announced = responds
+                self._beacon.told(seqs)
             wake = self._wake_heartbeat = anyio.Event()
             with anyio.move_on_after(self.heartbeat_interval):
                 await wake.wait()
@@ -304,13 +332,24 @@ class DistributedEventEmitter:
             await anyio.sleep(min(1.0, max(0.01, wait)))
 
     async def _say_goodbye(self) -> None:
-        """A last ``<3`` with ``bye``, so peers see us leave now, not after the timeout."""
-        if not ((self.service or self._announced) and self.heartbeat_interval > 0):
+        """A last ``<3`` with ``bye``, so peers see us leave now, not after the timeout, and
+        learn the last number of every topic (:mod:`.tail`): an emitter without a service
+        name sends it too when it emitted since its last heartbeat."""
+        if self.heartbeat_interval <= 0:
             return
-        data = heartbeat_data(self.service, self.heartbeat_interval, bye=True)
+        seqs = self._beacon.untold()
+        if not (self.service or self._announced or seqs):
+            return
         with anyio.move_on_after(1.0):
             with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-                await self._send(HEARTBEAT_TOPIC, data)
+                while True:  # more topics than one heartbeat carries: several byes
+                    interval = self.heartbeat_interval
+                    data = heartbeat_data(self.service, interval, bye=True, seqs=seqs)
+                    await self._send(HEARTBEAT_TOPIC, data)
+                    self._beacon.told(seqs)
+                    seqs = self._beacon.untold()
+                    if not seqs:
+                        return
 
     # ------------------------------------------------------------------ presence
 
@@ -550,6 +589,7 @@ class DistributedEventEmitter:
             if topic[:1] == "<":  # the reserved corner: heartbeats and request/reply traffic
                 if topic == HEARTBEAT_TOPIC:
                     self._presence.heartbeat(sender, event.data)
+                    counters.lost += revealed_tail(seen.get(sender), event.data, self._hears)
                 elif topic.startswith(REQUEST_PREFIXES):
                     self._requests.accept(event)
                     continue

@@ -58,9 +58,15 @@ class Peer:
 
 
 def heartbeat_data(
-    service: str, interval: float, *, bye: bool = False, responds: tuple[str, ...] = ()
+    service: str,
+    interval: float,
+    *,
+    bye: bool = False,
+    responds: tuple[str, ...] = (),
+    seqs: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """What our ``<3`` heartbeats carry (the original's ``service`` first)."""
+    """What our ``<3`` heartbeats carry (the original's ``service`` first; ``seqs``: see
+    :mod:`.tail`)."""
     data: dict[str, Any] = {
         "service": service,
         "interval": interval,
@@ -69,6 +75,8 @@ def heartbeat_data(
     }
     if responds:
         data["responds"] = list(responds)
+    if seqs:
+        data["seqs"] = seqs
     if bye:
         data["bye"] = True
     return data

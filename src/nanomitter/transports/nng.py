@@ -53,8 +53,13 @@ JOIN_PATIENCE = 2.0
 """Seconds a member waits for the hub to answer its join before it goes on regardless."""
 YIELD_INTERVAL = 0.001
 """Seconds of non-blocking sends after which emit yields to the event loop once."""
-DEFAULT_BUFFER = 1024
-"""Messages each socket queues per direction (nng's own default is far smaller)."""
+MAX_BUFFER = 8192
+"""nng's largest socket queue (messages)."""
+DEFAULT_BUFFER = MAX_BUFFER
+"""Messages each socket queues per direction (nng's own default is far smaller). bus0 never
+blocks a sender: a member whose queue is full loses what the hub sends it, so a burst must
+fit in the hub's queue for that member plus the member's own. The memory is spent only while
+messages wait (see docs/reliability.md)."""
 WIRE_CAP_FACTOR = 4
 """nng itself refuses frames above this multiple of max_frame_bytes (and drops the pipe)."""
 
@@ -69,7 +74,7 @@ class NngTransport(Transport):
         "role": "auto (bind and become the hub, else connect; default), hub, or node",
         "codec": "msgpack (the original nanomitter's format; default) or json",
         "max_frame_bytes": f"largest frame accepted (default {DEFAULT_MAX_FRAME_BYTES})",
-        "buffer": f"messages queued per socket and direction (default {DEFAULT_BUFFER})",
+        "buffer": f"messages queued per socket and direction (default and most {MAX_BUFFER})",
         "reconnect_ms": "first redial delay after losing the hub (default 100)",
         "election_ms": "how long an auto member waits without a hub before it binds (default 300)",
         "connect_timeout": "seconds a node waits for a hub when it opens (default 10)",
@@ -137,7 +142,7 @@ class NngTransport(Transport):
             role=url.choice_option("role", ROLES, "auto"),
             codec=url.choice_option("codec", list(CODECS), "msgpack"),
             max_frame_bytes=url.int_option("max_frame_bytes", DEFAULT_MAX_FRAME_BYTES, minimum=64),
-            buffer=url.int_option("buffer", DEFAULT_BUFFER, minimum=1),
+            buffer=url.int_option("buffer", DEFAULT_BUFFER, minimum=1, maximum=MAX_BUFFER),
             reconnect_ms=url.int_option("reconnect_ms", 100, minimum=1),
             election_ms=url.int_option("election_ms", 300, minimum=0),
             connect_timeout=url.float_option("connect_timeout", 10.0),

@@ -56,7 +56,9 @@ class BusURL:
     def get(self, name: str, default: str) -> str:
         return self.options.get(name, default)
 
-    def int_option(self, name: str, default: int, *, minimum: int = 0) -> int:
+    def int_option(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    ) -> int:
         text = self.options.get(name)
         if text is None:
             return default
@@ -68,6 +70,8 @@ class BusURL:
             ) from None
         if value < minimum:
             raise InvalidOptionError(f"option {name}={value} must be >= {minimum} (in {self})")
+        if maximum is not None and value > maximum:
+            raise InvalidOptionError(f"option {name}={value} must be <= {maximum} (in {self})")
         return value
 
     def float_option(self, name: str, default: float, *, minimum: float = 0.0) -> float:
