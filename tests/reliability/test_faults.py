@@ -297,6 +297,8 @@ async def counted_tail(bus: Bus, report: Report, p: Child, a: Child, s: Child) -
     await p.status(lambda st: st.get("closed", False), "did not close")
 
     def tail_counted(status: dict[str, Any]) -> bool:
+        if "stats" not in status:  # not a status line (ready, closed ...)
+            return False
         counted = account(status, sent)
         return bool(counted["reported"] >= counted["observed"])
 
