@@ -804,13 +804,6 @@ async def test_nats_intruders_neither_read_nor_write(tmp_path: Path, kind: str) 
 
 
 @ASYNCIO_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="a TLS refusal (unknown CA, certificate required) is retried until connect_timeout "
-    "and reported as 'cannot reach a NATS server ... Is nats-server running there?', with the "
-    "SSL alert only as the last error; not trivial: one server of a list may have a bad "
-    "certificate while the others are fine",
-)
 async def test_a_nats_tls_refusal_is_reported_as_such_at_once(tmp_path: Path) -> None:
     case = nats_case("tls", tmp_path)
     with nats_running(tmp_path / "tls-server", tls=case.server.tls, verify_clients=True) as server:
@@ -863,7 +856,9 @@ async def test_nats_permissions_keep_a_member_off_a_subject(
         for bus, recorder in ((bob, at_bob), (eve, at_eve)):
             bus.on("orders.>", recorder)
             bus.on("news.>", recorder)
-            await bus.listening()
+        await bob.listening()
+        with pytest.raises(nanomitter.PermissionDenied, match='subscription to "orders.>"'):
+            await eve.listening()  # eve is told her orders listener hears nothing
         await eve.emit("orders.forged", EVIL)  # refused by the server
         await eve.emit("news.from-eve", 1)  # allowed; same connection, so after the forgery
         await alice.emit("orders.placed", 2)
@@ -889,25 +884,34 @@ async def test_nats_permissions_keep_a_member_off_a_subject(
 
 
 @ASYNCIO_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="a refused publish or subscription (NATS permissions violation) reaches only the log "
-    "(a warning from nanomitter.nats); the error hook hears nothing and listening() returns as "
-    "if the subscription were in force. Not trivial: the server's -ERR is asynchronous and "
-    "names the subject, not the subscription",
-)
 async def test_nats_permission_violations_reach_the_error_hook(tmp_path: Path) -> None:
+    """A refused subscription makes listening() raise and reaches the error hook; a refused
+    publish reaches the error hook (the event reached nobody). A permitted listener keeps
+    listening() quiet again once the refused one is gone."""
     problems = Recorder()
     async with permissions_bus(tmp_path, on_error=problems) as (_alice, bob, eve):
-        eve.on("orders.>", lambda event: None)
-        await eve.listening()
+        refused = eve.on("orders.>", lambda event: None)
+        with pytest.raises(nanomitter.PermissionDenied) as told:
+            await eve.listening()
+        assert (told.value.action, told.value.subject) == ("subscribe", "orders.>")
+        assert "grant this user subscribe permission" in str(told.value)
         await eve.emit("orders.forged", EVIL)
         fenced = Recorder()
         bob.on("news.fence", fenced)
         await bob.listening()
         await eve.emit("news.fence", None)  # after the forgery: the server's -ERR came first
         await fenced.wait(1)
-    assert any("permission" in str(problem).lower() for problem in problems.events)
+        await problems.wait_until(lambda: len(problems.events) >= 2)
+        eve.off("orders.>", refused)
+        eve.on("news.>", lambda event: None)
+        await eve.listening()  # nothing refused is wanted any more
+    denied = [p for p in problems.events if isinstance(p, nanomitter.PermissionDenied)]
+    assert [(p.action, p.subject) for p in denied] == [
+        ("subscribe", "orders.>"),
+        ("publish", "orders.forged"),
+    ]
+    assert 'refused a publish to "orders.forged" (permissions violation)' in str(denied[1])
+    record("nats-permissions-hook", told=[str(p) for p in denied])
 
 
 # ---------------------------------------------------------------- impostors

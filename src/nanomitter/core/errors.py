@@ -196,6 +196,36 @@ class OverflowProblem(Problem):
         )
 
 
+class PermissionDenied(Problem, PermissionError):
+    """The server refused this connection's user a publish or a subscription (NATS
+    permissions). Reported through the error hook; ``listening()`` raises it while a
+    subscription the listeners need is refused.
+
+    ``action`` is ``"publish"`` or ``"subscribe"``; ``subject`` is the NATS subject.
+    ``kind`` is ``"publish_denied"`` or ``"subscribe_denied"``, so the default hook's rate
+    limit never hides a refused subscription behind a stream of refused publishes.
+    """
+
+    def __init__(self, action: str, subject: str, address: str) -> None:
+        self.kind = f"{action}_denied"
+        self.action = action
+        self.subject = subject
+        self.address = address
+        if action == "publish":
+            text = (
+                f'the NATS server at {address} refused a publish to "{subject}" (permissions '
+                "violation): the event reached nobody; grant this user publish permission "
+                "on the subject"
+            )
+        else:
+            text = (
+                f'the NATS server at {address} refused the subscription to "{subject}" '
+                "(permissions violation): listeners on it receive nothing; grant this user "
+                "subscribe permission on the subject, or remove the listener"
+            )
+        super().__init__(text)
+
+
 class ConnectionStateChanged(Problem):
     """A transport lost, regained or gave up its connection (reported through the error
     hook, so one hook sees everything that happens to the bus; never raised).

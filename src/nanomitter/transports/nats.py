@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from ..core.errors import (
     InvalidOptionError,
     NanomitterError,
     OverflowProblem,
+    PermissionDenied,
     Problem,
     UnsupportedBackendError,
 )
@@ -277,6 +279,7 @@ class NatsTransport(Transport):
         self._reconcile_done: anyio.Event | None = None
         self._reconciling = False
         self._interest_error: BaseException | None = None
+        self._refused_subjects: dict[str, PermissionDenied] = {}  # since the last (re)connect
         # receiving
         self._ready: list[DistributedEvent] = []
         self._readable: anyio.Event | None = None
@@ -383,6 +386,27 @@ class NatsTransport(Transport):
             "the creds/nkey file"
         )
 
+    def _every_server_refused_tls(self) -> bool:
+        """The latest attempt at each server of the list ended in a TLS failure (a bad
+        certificate on either side): waiting for ``connect_timeout`` cannot help. One server
+        with a bad certificate among good ones is only retried, like an unreachable one."""
+        count = len(self.servers.urls)
+        latest = self._connect_errors[-count:]
+        return len(latest) == count and all(isinstance(e, ssl.SSLError) for e in latest)
+
+    def _tls_refused(self, exc: BaseException) -> str:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return (
+                f"the certificate of the NATS server at {self.address} failed verification "
+                f"({_describe(exc)}): check tls_ca (the CA that signed the server's "
+                "certificate) and tls_server_name"
+            )
+        return (
+            f"the NATS server at {self.address} refused the TLS handshake ({_describe(exc)}): "
+            "check tls_cert and tls_key (a client certificate signed by a CA the server "
+            "trusts) and tls_ca"
+        )
+
     def _no_servers(self, why: str) -> NoServersError:
         if any(_is_auth_error(exc) for exc in self._connect_errors):
             return NoServersError(self._refused())
@@ -445,9 +469,19 @@ class NatsTransport(Transport):
             self._connect_errors.append(exc)
             if _is_auth_error(exc):  # retrying cannot help; raised out of client.connect()
                 raise NoServersError(self._refused())
+            if self._every_server_refused_tls():
+                raise NoServersError(self._tls_refused(exc))
             return
         if isinstance(exc, (OSError, nats_errors.NoServersError, nats_errors.StaleConnectionError)):
             logger.debug("NATS connection to %s: %s", self.address, _describe(exc))
+            return
+        denied = _permission_denied(exc, self.address)
+        if denied is not None:
+            # nats-py calls this from its reader, in the server's order: a refused SUB is
+            # recorded before the PONG that ends sync_interest()'s flush
+            if denied.action == "subscribe":
+                self._refused_subjects[denied.subject] = denied
+            self._report(denied)
             return
         logger.warning("NATS client error on %s: %s", self.address, _describe(exc))
 
@@ -462,6 +496,7 @@ class NatsTransport(Transport):
         if self._closed or client is None:
             return
         self._owners.clear()
+        self._refused_subjects.clear()  # subscriptions are sent again: refusals come again
         self._report(ConnectionStateChanged("reconnected", self._connected_to(client)))
 
     async def _on_closed(self) -> None:
@@ -504,6 +539,10 @@ class NatsTransport(Transport):
             raise NanomitterError(f"subscribing on {self.address} failed: {error}") from error
         if client.is_connected:
             await client.flush_in_order(self.connect_timeout)
+        for pattern in sorted(self._wanted):
+            refused = self._refused_subjects.get(self._subject_of(pattern))
+            if refused is not None:
+                raise PermissionDenied(refused.action, refused.subject, refused.address)
 
     async def _reconcile(self) -> None:
         """Bring the NATS subscriptions in line with the wanted patterns, oldest kept."""
@@ -893,6 +932,21 @@ def _is_seq(text: bytes) -> bool:
 def _is_auth_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, nats_errors.AuthorizationError) or "authorization" in text
+
+
+_PERMISSION_VIOLATION = re.compile(
+    r'permissions violation for (subscription|publish) to "([^"]*)"', re.IGNORECASE
+)
+
+
+def _permission_denied(exc: BaseException, address: str) -> PermissionDenied | None:
+    """The server's ``-ERR 'Permissions Violation for Subscription to "SUBJECT"'`` (or
+    ``Publish to``), as nats-py hands it to the error callback; None for anything else."""
+    found = _PERMISSION_VIOLATION.search(str(exc))
+    if found is None:
+        return None
+    action = "publish" if found.group(1).lower() == "publish" else "subscribe"
+    return PermissionDenied(action, found.group(2), address)
 
 
 def _describe(exc: BaseException) -> str:
