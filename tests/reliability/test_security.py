@@ -857,7 +857,7 @@ async def test_nats_permissions_keep_a_member_off_a_subject(
             bus.on("orders.>", recorder)
             bus.on("news.>", recorder)
         await bob.listening()
-        with pytest.raises(nanomitter.PermissionDenied, match='subscription to "orders.>"'):
+        with pytest.raises(nanomitter.PermissionDenied, match=r'subscription to "orders\.>"'):
             await eve.listening()  # eve is told her orders listener hears nothing
         await eve.emit("orders.forged", EVIL)  # refused by the server
         await eve.emit("news.from-eve", 1)  # allowed; same connection, so after the forgery
