@@ -12,11 +12,12 @@ import logging
 import os
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 import msgspec
 import nats
@@ -457,6 +458,48 @@ async def test_reconnection_is_reported_and_keeps_subscriptions(nats_server: Nat
                 with anyio.move_on_after(0.1):
                     await received.wait(1)
         assert receiver.transport.statistics()["reconnects"] >= 1
+
+
+async def test_a_server_that_stops_answering_while_opening_is_a_clear_error() -> None:
+    """A fake (no real server behaves so): INFO, one PONG for nats-py's connect, then
+    silence. open() must raise NoServersError, not nats-py's FlushTimeoutError."""
+    info = (
+        b'INFO {"server_id":"x","version":"2.10.0","proto":1,"headers":true,"max_payload":1048576}'
+    )
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        await stream.send(info + b"\r\n")
+        seen, ponged = b"", False
+        with suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+            while True:
+                seen += await stream.receive()
+                if not ponged and b"PING\r\n" in seen:
+                    await stream.send(b"PONG\r\n")
+                    ponged = True
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        with pytest.raises(NoServersError, match="accepted the connection but did not answer"):
+            async with nanomitter.connect(f"nats://127.0.0.1:{port}?connect_timeout=1"):
+                pass
+        tg.cancel_scope.cancel()
+
+
+async def test_max_reconnects_zero_means_never(nats_server: NatsServer) -> None:
+    """nats-py takes 0 attempts for "forever"; ours means what it says."""
+    problems = Recorder()
+    async with nanomitter.connect(f"{nats_server.url}?max_reconnects=0", on_error=problems):
+        await anyio.to_thread.run_sync(nats_server.kill)
+        await problems.wait_until(
+            lambda: any(
+                isinstance(p, ConnectionStateChanged) and p.state == "closed"
+                for p in problems.events
+            )
+        )
+    states = [p.state for p in problems.events if isinstance(p, ConnectionStateChanged)]
+    assert "reconnected" not in states
 
 
 async def test_buffer_while_disconnected_is_bounded_and_counted(nats_server: NatsServer) -> None:

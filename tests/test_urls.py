@@ -63,6 +63,9 @@ def test_no_url_uses_environment_then_default(monkeypatch: pytest.MonkeyPatch) -
         ("nats://tok3n@127.0.0.1:4222", "***@127.0.0.1:4222", "tok3n"),
         ("nats://h:1?token=abc&codec=json", "token=***&codec=json", "abc"),
         ("zmq+tcp://h:1?curve_secret_key=KEY", "curve_secret_key=***", "KEY"),
+        # a comma in a password splits it into two "servers": neither part may show
+        ("nats://alice:s3c,ret@127.0.0.1:4222", "***,***@127.0.0.1:4222", "s3c"),
+        ("nats://alice:s3c,ret@127.0.0.1:4222", "***,***@127.0.0.1:4222", "ret"),
     ],
 )
 def test_credentials_never_shown(url: str, shown: str, hidden: str) -> None:

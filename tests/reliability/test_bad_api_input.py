@@ -256,6 +256,8 @@ ROWS: list[Bad] = [
         r"bad port '99999' in NATS server '127\.0\.0\.1:99999'"),
     Bad("nats call", "port x", url(NATS + ":x"), InvalidOptionError,
         r"bad port 'x' in NATS server"),
+    Bad("nats call", "comma in a password", url("nats://u:pa,ss@127.0.0.1"), InvalidOptionError,
+        r"perhaps a ',' in the user name or password: percent-encode it as %2C"),
     Bad("nats call", "wildcard prefix", url(NATS + "?prefix=a.*"), InvalidOptionError,
         r"prefix='a\.\*' may not contain wildcards"),
     Bad("nats call", "empty-token prefix", url(NATS + "?prefix=a..b"), InvalidOptionError,

@@ -129,6 +129,12 @@ class Servers:
             if not host.endswith("]") and ":" in host:
                 port = host.rpartition(":")[2]
                 if not port.isdigit() or not 0 < int(port) < 65536:
+                    if not at and "@" in address:  # "user:pa,ss@host": a comma in the password
+                        raise InvalidOptionError(
+                            "a NATS server address has a bad port, perhaps a ',' in the "
+                            "user name or password: percent-encode it as %2C (servers are "
+                            "separated by commas)"
+                        )
                     raise InvalidOptionError(f"bad port {port!r} in NATS server {host!r}")
             else:
                 host = f"{host}:{DEFAULT_PORT}"
@@ -197,7 +203,9 @@ class NatsTransport(Transport):
         "name": "connection name shown by the server (default: the service name)",
         "connect_timeout": "seconds to find a server when opening (default 10)",
         "reconnect_ms": "pause before retrying a server that just failed (default 500)",
-        "max_reconnects": "reconnect attempts per server before giving up; -1 = forever (default)",
+        "max_reconnects": (
+            "reconnect attempts per server before giving up; -1 = forever (default), 0 = never"
+        ),
         "ping_interval": "seconds between pings that detect a dead server (default 10)",
         "buffer": f"bytes kept for the server while disconnected (default {DEFAULT_BUFFER}); "
         "emits beyond it are dropped and counted",
@@ -376,8 +384,19 @@ class NatsTransport(Transport):
             await self._abandon(client)
             raise self._no_servers(_describe(exc)) from None
         self.client = client
+        if self.max_reconnects == 0:  # nats-py reads 0 attempts as "forever"
+            client.options["allow_reconnect"] = False  # (opening was retried regardless)
         await self._reconcile()
-        await client.flush_in_order(self.connect_timeout)  # listeners added before open work
+        try:
+            await client.flush_in_order(self.connect_timeout)  # listeners added before open work
+        except (nats_errors.Error, TimeoutError, OSError) as exc:
+            self.client = None
+            await self._abandon(client)
+            raise NoServersError(
+                f"the NATS server at {self.address} accepted the connection but did not "
+                f"answer within {self.connect_timeout} s ({_describe(exc)}): is it overloaded, "
+                "or not a NATS server?"
+            ) from None
 
     def _refused(self) -> str:
         return (

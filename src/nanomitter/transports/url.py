@@ -151,7 +151,7 @@ def redact(url: str) -> str:
     scheme, rest = url.split("://", 1)
     address, mark, query = rest.partition("?")
     address = address.partition("#")[0]
-    pieces = [_redact_piece(piece) for piece in address.split(",")]
+    pieces = [_redact_piece(piece, "@" in address) for piece in address.split(",")]
     try:
         options = parse_qsl(query, keep_blank_values=True)
     except ValueError:
@@ -162,8 +162,9 @@ def redact(url: str) -> str:
     return f"{scheme}://{','.join(pieces)}" + (f"?{masked}" if mark and masked else "")
 
 
-def _redact_piece(piece: str) -> str:
-    """One server address, ``[scheme://][user[:password]@]host...``, credentials masked."""
+def _redact_piece(piece: str, credentials: bool) -> str:
+    """One server address, ``[scheme://][user[:password]@]host...``, credentials masked
+    (``credentials``: the whole address has some, perhaps split by a comma)."""
     prefix = ""
     if "://" in piece:
         prefix, piece = piece.split("://", 1)
@@ -173,6 +174,8 @@ def _redact_piece(piece: str) -> str:
         creds, _, host = authority.rpartition("@")
         user = creds.split(":", 1)[0]
         authority = f"{user}:***@{host}" if ":" in creds else f"***@{host}"
+    elif credentials and ":" in authority and not authority.rpartition(":")[2].isdigit():
+        authority = "***"  # "user:pa" of "user:pa,ss@host" (a comma in a password)
     return prefix + authority + slash + path
 
 
