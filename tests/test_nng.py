@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 import msgspec
+import pynng
 import pytest
 
 import nanomitter
@@ -46,6 +47,19 @@ def test_pynng_still_exposes_the_raw_socket_api() -> None:
         assert reflector.socket.raw is True
     finally:
         reflector.close()
+
+
+async def test_the_dialers_failure_counters_are_readable() -> None:
+    """A TLS member is told at once that its handshake failed only through nng's statistics
+    (pynng internals too): a dial to a closed port must show up in them."""
+    socket = pynng.Bus0(reconnect_time_min=10)
+    try:
+        dialer = socket.dial(f"tcp://127.0.0.1:{free_port()}", block=False)
+        with anyio.fail_after(10):
+            while not nng_lowlevel.dialer_errors(dialer).get("refused", 0):  # noqa: ASYNC110
+                await anyio.sleep(0.01)  # nng has no awaitable for its dialer's counters
+    finally:
+        socket.close()
 
 
 async def test_auto_role_binds_first_then_connects() -> None:

@@ -449,12 +449,6 @@ async def test_zmq_curve_intruders_neither_read_nor_write(tmp_path: Path) -> Non
 
 
 @ASYNCIO_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="a node without CURVE keys gets the generic NoHubError ('check the address'): libzmq "
-    "reports the failed handshake (security mechanism mismatch) only on a socket monitor, "
-    "which ZmqTransport.open() does not watch",
-)
 async def test_a_zmq_node_without_keys_is_told_that_the_hub_wants_curve(tmp_path: Path) -> None:
     keys = CurveKeys(tmp_path)
     url = tcp_url()
@@ -463,6 +457,7 @@ async def test_a_zmq_node_without_keys_is_told_that_the_hub_wants_curve(tmp_path
             f"{url}?role=node&connect_timeout={INTRUDER_TIMEOUT}", ZmqNoHubError
         )
     assert "CURVE" in refusal.message
+    record("zmq-no-keys-told", message=refusal.message, seconds=refusal.seconds)
 
 
 # ---------------------------------------------------------------- nng TLS
@@ -588,12 +583,6 @@ async def test_nng_tls_intruders_neither_read_nor_write(tmp_path: Path) -> None:
 
 
 @ASYNCIO_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="a member whose certificate the hub rejects gets the generic NoHubError after "
-    "connect_timeout ('check the address, port and TLS files'); nng's non-blocking dial keeps "
-    "the CryptoError a blocking dial returns at once (see the raw pynng rows)",
-)
 async def test_an_nng_member_with_a_foreign_certificate_is_told_tls_failed(tmp_path: Path) -> None:
     good = make_tls_files(tmp_path / "bus", "bus")
     rogue = make_tls_files(tmp_path / "rogue", "rogue")
@@ -603,6 +592,7 @@ async def test_an_nng_member_with_a_foreign_certificate_is_told_tls_failed(tmp_p
         refusal = await refused(stranger, NngNoHubError)
     assert "certificate" in refusal.message.lower() or "crypto" in refusal.message.lower()
     assert refusal.seconds < 1.5  # told at once, not after connect_timeout
+    record("nng-foreign-certificate-told", message=refusal.message, seconds=refusal.seconds)
 
 
 # ---------------------------------------------------------------- NATS: TLS and auth

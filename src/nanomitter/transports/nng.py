@@ -38,6 +38,7 @@ from .nng_lowlevel import (
     PeerCallback,
     Receiver,
     Reflector,
+    dialer_errors,
     raise_for,
     send_nowait,
 )
@@ -62,6 +63,21 @@ fit in the hub's queue for that member plus the member's own. The memory is spen
 messages wait (see docs/reliability.md)."""
 WIRE_CAP_FACTOR = 4
 """nng itself refuses frames above this multiple of max_frame_bytes (and drops the pipe)."""
+
+
+DIALER_LOOK_EVERY = 0.05
+"""Seconds between two reads of the dialer's failure counters while a TLS member joins."""
+
+
+def _dial_hint(errors: dict[str, int]) -> str:
+    """What the dialer's counters say about a join that timed out."""
+    if errors.get("auth", 0):
+        return " (the TLS handshake failed: check tls_cert, tls_key, tls_ca, tls_server_name)"
+    if errors.get("refused", 0):
+        return f" (nothing listens there: refused {errors['refused']} times)"
+    if errors.get("other", 0) or errors.get("proto", 0):
+        return " (something there accepts connections and hangs up: TLS on one side only?)"
+    return ""
 
 
 class NoHubError(NanomitterError, ConnectionError):
@@ -173,12 +189,12 @@ class NngTransport(Transport):
         try:
             if self.tls is not None and dial == self.nng_address:
                 socket.tls_config = self.tls.client_config(self.nng_address)
-            socket.dial(dial, block=False)
+            dialer = socket.dial(dial, block=False)
             self._recv_fd = socket.recv_fd
             self._send_fd = socket.send_fd
             self._receiver = Receiver(socket)
             self._socket = socket
-            await self._wait_for_hub()
+            await self._wait_for_hub(dialer)
             await self._join()
         except BaseException:
             socket.close()
@@ -186,16 +202,30 @@ class NngTransport(Transport):
             self._close_reflector()
             raise
 
-    async def _wait_for_hub(self) -> None:
+    async def _wait_for_hub(self, dialer: pynng.Dialer) -> None:
+        """Until the dial has a pipe. A TLS failure ends the wait at once: nng's dialer
+        retries it silently, and only its statistics tell."""
         socket = self._socket
         assert socket is not None
         deadline = time.monotonic() + self.connect_timeout
+        next_look = time.monotonic() + DIALER_LOOK_EVERY
         while not socket.pipes:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise NoHubError(
                     f"no hub answered at {self.address} within {self.connect_timeout} s; start "
                     "one (role=hub or role=auto), or check the address, port and TLS files"
+                    + _dial_hint(dialer_errors(dialer))
                 )
+            if self.tls is not None and now >= next_look:
+                next_look = now + DIALER_LOOK_EVERY
+                if dialer_errors(dialer).get("auth", 0):
+                    raise NoHubError(
+                        f"the TLS handshake with the hub at {self.address} failed (nng: "
+                        "cryptographic error); check the TLS files: every member needs a "
+                        "certificate signed by the hub's CA (tls_cert, tls_key), that CA as "
+                        "tls_ca, and the hub's name (tls_server_name); or the hub does not use TLS"
+                    )
             await anyio.sleep(0.005)  # waiting for nng's background dialer, bounded above
 
     async def _join(self) -> None:

@@ -65,6 +65,7 @@ from .base import MAX_BATCH, Capabilities, Transport
 from .election import Election
 from .registry import ZMQ_SCHEMES
 from .url import BusURL, host_and_port
+from .zmq_handshake import HandshakeWatch
 from .zmq_proxy import PeerCallback, Proxy, ProxyBindError, ServerCurve
 
 logger = logging.getLogger("nanomitter.zmq")
@@ -412,6 +413,7 @@ class ZmqTransport(Transport):
         self._call_soon = _call_soon()
         zmq_context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
         self._context = zmq_context
+        watch: HandshakeWatch | None = None
         try:
             if self.role == "hub" or (self.role == "auto" and self._may_serve()):
                 self._try_become_hub(required=self.role == "hub")
@@ -431,22 +433,44 @@ class ZmqTransport(Transport):
             pub.linger = self.linger_ms
             pub.sndhwm = self.send_hwm
             pub.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue says EAGAIN: we wait, then count
+            if self.proxy is None:  # before connect(): a refusal is reported once, at once
+                own_key = self.curve.public if self.curve is not None else None
+                watch = HandshakeWatch(sub, self.address, own_key)
             sub.connect(self.endpoints.subscribe)
             pub.connect(self.endpoints.publish)
             self._sub_fd = _int_option(sub, zmq.FD)
             self._pub_fd = _int_option(pub, zmq.FD)
-            if not await self._await_probe(self._send_probe(), self.connect_timeout):
+            await self._await_hub(watch)
+        except BaseException:
+            if watch is not None:
+                watch.close()
+            self._release(linger=False)
+            self._context = None
+            zmq_context.term()
+            raise
+        if watch is not None:
+            watch.close()
+
+    async def _await_hub(self, watch: HandshakeWatch | None) -> None:
+        """The first probe's round trip through the hub, cut short when the monitor says
+        the hub refused this node's handshake."""
+        deadline = anyio.current_time() + self.connect_timeout
+        while True:
+            left = deadline - anyio.current_time()
+            number = self._send_probe()  # again each time: the first may go before the path
+            if await self._await_probe(number, max(0.0, min(PROBE_RETRY, left))):
+                return
+            refusal = watch.check() if watch is not None else None
+            if refusal is not None:
+                raise NoHubError(refusal)
+            if left <= PROBE_RETRY:
                 raise NoHubError(
                     f"no hub answered at {self.address} within {self.connect_timeout} s: start "
                     "one (role=hub or role=auto), or check the address"
                     + (" and the CURVE keys (is this node on the hub's curve_allow list?)")
                     * (self.curve is not None)
+                    + (watch.hint() if watch is not None else "")
                 )
-        except BaseException:
-            self._release(linger=False)
-            self._context = None
-            zmq_context.term()
-            raise
 
     def _may_serve(self) -> bool:
         """An auto member without the hub's CURVE secret can only join."""
