@@ -28,11 +28,12 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Long reliability runs (tests/reliability, marked `soak`; make test skips them): faults,
-# garbage sprays, slow consumers, the soak itself. DURATION seconds of soak (default 60; CI).
+# Long runs (marked `soak` or `long`; make test skips them): faults, garbage sprays, slow
+# consumers, the soak itself, and make bench's quick run. DURATION seconds of soak (default
+# 60; CI).
 SOAK_SECONDS = $(if $(filter 0,$(DURATION)),60,$(DURATION))
 soak: $(VENV)/.installed-dev
-	NANOMITTER_SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -m soak tests/reliability $(PYTEST_ARGS)
+	NANOMITTER_SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -m "soak or long" tests $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

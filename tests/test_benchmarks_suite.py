@@ -1,4 +1,5 @@
 """``make bench``'s suite still runs end to end (a quick run; no timing is asserted).
+Marked ``long``: ``make soak`` (and so CI) runs it, ``make test`` does not.
 
 What is asserted: it writes benchmarks.md (a row per transport, payload size and subscriber
 count, and the memory table) and benchmarks.png into ``--out-dir``, never docs/; it keeps
@@ -18,6 +19,7 @@ import pytest
 SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "suite.py"
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+pytestmark = pytest.mark.long  # ~80 s: make soak runs it (make test stays under 10 minutes)
 
 
 def run_suite(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
