@@ -213,6 +213,7 @@ async def test_a_filtering_transport_forgets_topics_nobody_listens_to(
             await node.listening()  # the server no longer sends "t" here
             for n in range(2, 6):
                 await sender.emit("t", n)
+            await sender.listening()  # its flush: the server has 2..5 (nats-py writes later)
             node.on("t", second)
             await node.listening()
             await sender.emit("t", 6)
