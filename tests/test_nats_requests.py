@@ -102,7 +102,8 @@ async def test_a_killed_responder_is_replaced_at_once(nats_server: NatsServer) -
         survivor.responder("quote", lambda event: "survivor")
         await survivor.listening()
         doomed_client: Any = None
-        async with nanomitter.connect(url, service="doomed") as doomed:
+        # max_reconnects=0: a crashed process does not come back (nats-py would reconnect)
+        async with nanomitter.connect(f"{url}?max_reconnects=0", service="doomed") as doomed:
             doomed.responder("quote", lambda event: "doomed")
             await doomed.listening()
             assert isinstance(doomed.transport, NatsTransport)
