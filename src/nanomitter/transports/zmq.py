@@ -454,23 +454,20 @@ class ZmqTransport(Transport):
     async def _await_hub(self, watch: HandshakeWatch | None) -> None:
         """The first probe's round trip through the hub, cut short when the monitor says
         the hub refused this node's handshake."""
-        deadline = anyio.current_time() + self.connect_timeout
-        while True:
-            left = deadline - anyio.current_time()
-            number = self._send_probe()  # again each time: the first may go before the path
-            if await self._await_probe(number, max(0.0, min(PROBE_RETRY, left))):
-                return
+
+        def refused() -> None:
             refusal = watch.check() if watch is not None else None
             if refusal is not None:
                 raise NoHubError(refusal)
-            if left <= PROBE_RETRY:
-                raise NoHubError(
-                    f"no hub answered at {self.address} within {self.connect_timeout} s: start "
-                    "one (role=hub or role=auto), or check the address"
-                    + (" and the CURVE keys (is this node on the hub's curve_allow list?)")
-                    * (self.curve is not None)
-                    + (watch.hint() if watch is not None else "")
-                )
+
+        if not await self._await_probe(self._send_probe(), self.connect_timeout, refused):
+            raise NoHubError(
+                f"no hub answered at {self.address} within {self.connect_timeout} s: start "
+                "one (role=hub or role=auto), or check the address"
+                + (" and the CURVE keys (is this node on the hub's curve_allow list?)")
+                * (self.curve is not None)
+                + (watch.hint() if watch is not None else "")
+            )
 
     def _may_serve(self) -> bool:
         """An auto member without the hub's CURVE secret can only join."""
@@ -598,8 +595,11 @@ class ZmqTransport(Transport):
         self._unconfirmed = False
         return number
 
-    async def _await_probe(self, number: int, seconds: float) -> bool:
-        """Wait until probe ``number`` (or a later one) is back; resend now and then.
+    async def _await_probe(
+        self, number: int, seconds: float, between: Callable[[], None] | None = None
+    ) -> bool:
+        """Wait until probe ``number`` (or a later one) is back; resend now and then, and
+        call ``between()`` before each resend (it may raise to give up early).
 
         Reads the SUB socket itself when nobody else does (during open and close), else
         lets the receive loop spot the probe. Events read meanwhile are kept for receive().
@@ -617,6 +617,8 @@ class ZmqTransport(Transport):
                         with anyio.move_on_after(PROBE_RETRY):
                             while self._probe_seen < number:
                                 self._inbox.extend(await self._read(probe=number))
+                if self._probe_seen < number and between is not None:
+                    between()
                 if self._probe_seen < number and self._pub is not None:
                     self._send_probe()  # the first may have gone before the path was up
         return self._probe_seen >= number
