@@ -153,12 +153,6 @@ async def _publisher(url: str, name: str, options: dict[str, Any]) -> None:
                 window_max, longest = max(window_max, took), max(longest, took)
                 next_at = max(next_at + period, time.monotonic())
 
-        async def reports() -> None:
-            while not closing.is_set():
-                status()
-                with anyio.move_on_after(STATUS_EVERY):
-                    await closing.wait()
-
         async def handle(command: dict[str, Any]) -> None:
             nonlocal budget
             if command["cmd"] == "start":
@@ -176,12 +170,20 @@ async def _publisher(url: str, name: str, options: dict[str, Any]) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_commands, handle)
             tg.start_soon(probes, PROBE, started)
-            tg.start_soon(reports)
+            tg.start_soon(_report_until, closing, status)
             tg.start_soon(stream)
             _say({"ready": True, "id": bus.id})
             await closing.wait()
             tg.cancel_scope.cancel()
     _say({"closed": True, "sent": sent, "stats": msgspec.structs.asdict(bus.stats())})
+
+
+async def _report_until(closing: anyio.Event, status: Callable[[], None]) -> None:
+    """A child's status line every STATUS_EVERY seconds until it closes."""
+    while not closing.is_set():
+        status()
+        with anyio.move_on_after(STATUS_EVERY):
+            await closing.wait()
 
 
 class Arrivals:
@@ -277,12 +279,6 @@ async def _subscriber(url: str, name: str, options: dict[str, Any]) -> None:
             )
             arrivals.silence = 0.0
 
-        async def reports() -> None:
-            while not closing.is_set():
-                status()
-                with anyio.move_on_after(STATUS_EVERY):
-                    await closing.wait()
-
         async def handle(command: dict[str, Any]) -> None:
             if command["cmd"] == "mark":
                 marks[str(command["id"])] = float(command["t"])
@@ -291,7 +287,7 @@ async def _subscriber(url: str, name: str, options: dict[str, Any]) -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(_commands, handle)
-            tg.start_soon(reports)
+            tg.start_soon(_report_until, closing, status)
             _say({"ready": True, "id": bus.id})
             await closing.wait()
             status(final=True, problem_texts=problems.texts)
