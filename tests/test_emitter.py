@@ -12,6 +12,7 @@ import pytest
 import nanomitter
 from nanomitter import DistributedEvent, DistributedEventEmitter, Problem
 from nanomitter.core.codecs import MsgpackCodec
+from nanomitter.transports.base import BusURL, Transport, TransportContext
 from peers import Recorder
 
 pytestmark = pytest.mark.anyio
@@ -454,6 +455,59 @@ async def test_async_listener_queued_before_close_is_drained() -> None:
         bus.on("t", listener)
         await bus.emit("t", 1)
     assert seen == [1]
+    assert bus.stats().dropped == 0
+
+
+class LateBatch(Transport):
+    """Hands over one batch only as it closes: the worst case of a batch read just before
+    ``aclose`` and returned after it (nng and ZeroMQ checkpoint between the two)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.closing = anyio.Event()
+        self.handed_over = False
+
+    @classmethod
+    def from_url(cls, url: BusURL) -> LateBatch:
+        raise NotImplementedError
+
+    async def open(self, context: TransportContext) -> None:
+        pass
+
+    async def send(self, event: DistributedEvent) -> None:
+        pass
+
+    async def receive(self) -> list[DistributedEvent]:
+        if self.handed_over:
+            raise anyio.EndOfStream
+        await self.closing.wait()
+        await anyio.lowlevel.checkpoint()
+        self.handed_over = True
+        return [
+            DistributedEvent(topic="t", data=n, sender="peer", seq=n + 1) for n in range(self.count)
+        ]
+
+    async def aclose(self) -> None:
+        self.closing.set()
+        await anyio.lowlevel.checkpoint()
+
+
+async def test_a_batch_handed_over_during_close_reaches_every_listener() -> None:
+    """The async listeners stop taking events only after the receive loop has ended, so the
+    batch reaches them too, not the sync listeners alone (it once vanished silently)."""
+    transport = LateBatch(300)
+    sync_seen: list[object] = []
+    async_seen: list[object] = []
+
+    async def listener(event: DistributedEvent) -> None:
+        async_seen.append(event.data)
+
+    async with DistributedEventEmitter(transport, heartbeat_interval=0) as bus:
+        bus.on("t", lambda event: sync_seen.append(event.data))
+        bus.on("t", listener)
+    assert transport.handed_over
+    assert sync_seen == list(range(300))
+    assert async_seen == list(range(300))
     assert bus.stats().dropped == 0
 
 

@@ -50,6 +50,8 @@ PRESENCE_INTEREST = frozenset({HEARTBEAT_TOPIC})
 MAX_CACHED_ROUTES = 8192
 MAX_TRACKED = 8192
 """Bound on remembered senders, topics per sender, and own per-topic counters."""
+RECEIVE_END_TIMEOUT = 1.0
+"""How long a close waits for the receive loop to end once the transport is closed."""
 
 _NEW, _OPEN, _CLOSING, _CLOSED = "new", "open", "closing", "closed"
 
@@ -103,6 +105,7 @@ class DistributedEventEmitter:
         self._seen: dict[str, dict[str, int]] = {}
         self._beacon = TailBeacon(self._own_seqs, MAX_TRACKED)
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._receive_ended: anyio.Event | None = None
         self._send_nowait = transport.send_nowait
         self._presence = PeerTable(self._report, self._count_listener_error)
         self._requests = Requests(
@@ -624,7 +627,7 @@ class DistributedEventEmitter:
             if route:
                 self._deliver(event, route)
 
-    async def _receive_loop(self) -> None:
+    async def _receive_loop(self, ended: anyio.Event) -> None:
         receive = self.transport.receive
         accept = self._accept
         try:
@@ -632,6 +635,20 @@ class DistributedEventEmitter:
                 accept(await receive())
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             return
+        finally:
+            ended.set()
+
+    async def _await_receive_loop(self) -> None:
+        """Wait until the receive loop has dispatched its last batch (the transport is closed).
+
+        Async listeners stop taking events after this; a batch the transport handed over just
+        before its close must reach them first, not be half-delivered (sync listeners only).
+        Closed transports end ``receive()`` at once; the bound only guards a stuck one.
+        """
+        ended = self._receive_ended
+        if ended is not None:
+            with anyio.move_on_after(RECEIVE_END_TIMEOUT):
+                await ended.wait()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -655,7 +672,8 @@ class DistributedEventEmitter:
             balanced=self.transport.capabilities.balances_requests,
             sync_interest=self.transport.sync_interest,
         )
-        task_group.start_soon(self._receive_loop)
+        self._receive_ended = anyio.Event()
+        task_group.start_soon(self._receive_loop, self._receive_ended)
         if self.heartbeat_interval > 0:
             task_group.start_soon(self._heartbeats)
         task_group.start_soon(self._expire_peers)
@@ -695,6 +713,7 @@ class DistributedEventEmitter:
             with anyio.CancelScope(shield=True):
                 await self._say_goodbye()
                 await self.transport.aclose()
+                await self._await_receive_loop()
                 for subscription in self._subscriptions:
                     subscription.close()  # `async for` ends once the queue is drained
                 runners = [r.runner for r in self._registrations if r.runner is not None]

@@ -103,13 +103,20 @@ def typed_call(
 
 
 def refused(
-    inbox: BoundedInbox[DistributedEvent], where: str, counters: Counters, report: Reporter
+    inbox: BoundedInbox[DistributedEvent],
+    where: str,
+    counters: Counters,
+    report: Reporter,
+    *,
+    removed: bool,
 ) -> None:
-    """Account for an event a bounded queue did not take: not delivered, and, unless the
-    queue was closed (its listener removed mid-dispatch), dropped and reported."""
+    """Account for an event a bounded queue did not take: not delivered; dropped unless its
+    consumer was removed (it wants no more); reported if the queue was full, not closed."""
     counters.delivered -= 1
+    if removed:
+        return
+    counters.dropped += 1
     if not inbox.closed:
-        counters.dropped += 1
         report(OverflowProblem(where, inbox.capacity))
 
 
@@ -141,7 +148,10 @@ class AsyncListenerRunner:
     def push(self, event: DistributedEvent) -> None:
         if not self.inbox.push_nowait(event):
             name = getattr(self.fn, "__qualname__", repr(self.fn))
-            refused(self.inbox, f"async listener {name}", self._counters, self._report)
+            removed = not self.registration.active  # off() mid-dispatch, not a close
+            refused(
+                self.inbox, f"async listener {name}", self._counters, self._report, removed=removed
+            )
 
     async def run(self) -> None:
         """Call the listener for each queued event until the inbox is closed and drained."""

@@ -23,7 +23,9 @@ class Subscription:
 
     def push(self, event: DistributedEvent) -> None:
         if not self._inbox.push_nowait(event):
-            refused(self._inbox, f"subscription {self.pattern!r}", self._counters, self._report)
+            where = f"subscription {self.pattern!r}"
+            inbox = self._inbox
+            refused(inbox, where, self._counters, self._report, removed=inbox.closed)
 
     async def receive(self) -> DistributedEvent:
         """The next event; ``StopAsyncIteration`` once the subscription is closed and empty."""

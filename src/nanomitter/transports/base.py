@@ -94,7 +94,9 @@ class Transport(ABC):
     async def receive(self) -> list[DistributedEvent]:
         """Wait for at least one event and return every event that is ready.
 
-        Raises ``anyio.EndOfStream`` once the transport is closed.
+        Raises ``anyio.EndOfStream`` (or ``anyio.ClosedResourceError``) once the transport
+        is closed, promptly: ``aclose`` wakes a ``receive`` parked in a wait. The emitter
+        waits for its receive loop to end before its async listeners stop taking events.
         """
 
     @abstractmethod

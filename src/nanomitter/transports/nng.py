@@ -286,6 +286,11 @@ class NngTransport(Transport):
         linger = self._last_send + self.linger_ms / 1000 - time.monotonic()
         if linger > 0:
             await anyio.sleep(linger)  # let recent sends leave nng's queues (bounded)
+        for fd in (self._recv_fd, self._send_fd):
+            if fd >= 0:  # wake whoever waits on nng's fds: they close with the socket
+                with contextlib.suppress(Exception):  # no running loop: nobody is waiting
+                    anyio.notify_closing(fd)
+        self._recv_fd = self._send_fd = -1
         socket.close()
         self._close_reflector()
         await anyio.lowlevel.checkpoint()
