@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import json
 import math
 import multiprocessing
 import multiprocessing.process
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -37,6 +35,7 @@ import anyio.lowlevel
 import msgspec
 
 import nanomitter
+from nanomitter.machine import describe
 
 TOPIC = "tick"
 I_BASE = 1 << 16
@@ -931,31 +930,9 @@ def common_ceilings(row: dict[str, Cell]) -> dict[str, float]:
     return dict.fromkeys(row, ceiling)
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux; else "unknown")."""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
-        for text in info:
-            if text.startswith("model name"):
-                return text.split(":", 1)[1].strip()
-    return "unknown"
-
-
-def version(name: str) -> str:
-    """An installed distribution's version, or "?"."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
 def machine(libraries: Sequence[str]) -> str:
-    """CPU model, Python, OS and the versions of ``libraries``, on one line."""
-    libs = ", ".join(f"{n} {version(n)}" for n in libraries)
-    return (
-        f"CPU: {cpu_model()}, nproc {os.cpu_count()}; Python {platform.python_version()} "
-        f"({platform.python_implementation()}), {platform.system()} {platform.machine()}; "
-        f"{libs}"
-    )
+    """CPU model, cores, load, Python, OS and the versions of ``libraries``, on one line."""
+    return describe(libraries)
 
 
 def method(settings: Settings) -> str:

@@ -34,11 +34,9 @@ import argparse
 import asyncio
 import dataclasses
 import gc
-import importlib.metadata
 import itertools
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -54,6 +52,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 import nanomitter
 from nanomitter import DistributedEventEmitter
+from nanomitter.machine import describe
 
 TOPIC = "tick"
 _bus_names = itertools.count()
@@ -376,33 +375,12 @@ def lines(rows: Sequence[Contender], count: int, sizes: Sequence[int], stat: str
 
 
 def environment(count: int, repeat: int, stat: str, sizes: Sequence[int], load: str) -> list[str]:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for text in info:
-                if text.startswith("model name"):
-                    cpu = text.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-
-    def version(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
-
-    libs = ", ".join(
-        f"{name} {version(name)}"
-        for name in ("nanomitter", "pyee", "broadcaster", "anyio", "msgspec", "trio")
-    )
+    """How and where the figures were taken (``load``: the load average before the runs)."""
     return [
         f"count {count} events per run, {stat} of {repeat} runs (contenders interleaved), "
         f"payload {' and '.join(f'{s} B' for s in sizes)} (msgpack size of the dict)",
-        f"Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{platform.system()} {platform.machine()}",
-        f"{libs}",
-        f"CPU: {cpu}, nproc {os.cpu_count()}, load average {load}",
+        describe(("nanomitter", "pyee", "broadcaster", "anyio", "msgspec", "trio")),
+        f"load average: {load}",
     ]
 
 

@@ -42,7 +42,9 @@ from typing import Any
 
 import chart
 import memory
-from common import cpu_model, fmt_rate, fmt_us, grid, machine
+from common import fmt_rate, fmt_us, grid, machine
+
+from nanomitter.machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"

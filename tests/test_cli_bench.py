@@ -114,6 +114,9 @@ def test_compare_prints_one_table_with_a_ratio_per_url() -> None:
     assert "zmq" in zmq_row
     assert "MISMATCH" not in table
     assert "throughput: sent" in result.stderr  # the per-phase lines a person sees
+    [machine] = [line for line in table.splitlines() if line.startswith("machine: CPU: ")]
+    assert f"{os.cpu_count()} cores, load " in machine  # figures name where they were taken
+    assert "pynng " in machine and "pyzmq " in machine
 
 
 def test_compare_json_adds_the_ratio() -> None:
@@ -122,6 +125,7 @@ def test_compare_json_adds_the_ratio() -> None:
     assert (first["url"], second["url"]) == ("memory://one", "memory://two")
     assert first["ratio"] == 1.0
     assert second["ratio"] > 0
+    assert first["machine"].startswith("CPU: ") and "nanomitter " in first["machine"]
 
 
 def test_nats_with_credentials_works_and_never_shows_them(tmp_path: Path) -> None:

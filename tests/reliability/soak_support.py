@@ -43,7 +43,7 @@ import sys
 import time
 from array import array
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +55,7 @@ import anyio.lowlevel
 import nanomitter
 from nanomitter import OverflowProblem, Problem
 from nanomitter.core.report import LogProblems
+from nanomitter.machine import describe
 
 if TYPE_CHECKING:
     from peers import Output
@@ -781,31 +782,6 @@ def report_path() -> Path:
     return Path(os.environ.get("NANOMITTER_SOAK_REPORT", "/tmp/nanomitter-soak.md"))
 
 
-def machine() -> str:
-    """CPU, cores, load, Python and library versions on one line."""
-    import importlib.metadata
-    import platform
-
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = []
-    for name in ("nanomitter", "pynng", "pyzmq", "nats-py", "anyio", "trio"):
-        with suppress(importlib.metadata.PackageNotFoundError):
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"{cpu}, {os.cpu_count()} cores, load {load}; Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}; {', '.join(versions)}"
-    )
-
-
 def publish_report(title: str, markdown: str, data: Any, path: Path | None = None) -> str:
     """Add (or replace) a section of this session's report; rewrite the markdown at
     ``path`` ($NANOMITTER_SOAK_REPORT, default /tmp/nanomitter-soak.md) and its JSON twin
@@ -817,7 +793,7 @@ def publish_report(title: str, markdown: str, data: Any, path: Path | None = Non
         "# nanomitter soak report\n\n"
         f"- written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; "
         f"NANOMITTER_SOAK_SECONDS={seconds}\n"
-        f"- command: `{' '.join(sys.argv)}`\n- machine: {machine()}\n"
+        f"- command: `{' '.join(sys.argv)}`\n- machine: {describe()}\n"
     )
     text = head + "".join(f"\n## {name}\n\n{body}\n" for name, (body, _) in _SECTIONS.items())
     path.parent.mkdir(parents=True, exist_ok=True)

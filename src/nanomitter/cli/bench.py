@@ -49,6 +49,7 @@ import nanomitter
 
 from ..connect import URL_ENVIRONMENT_VARIABLE
 from ..core.errors import NanomitterError
+from ..machine import describe
 from ..transports.registry import NNG_SCHEMES, ZMQ_SCHEMES, transport_class
 from ..transports.url import BusURL, redact
 from .bench_report import rate_text, ratio_of, table, us_text
@@ -267,6 +268,7 @@ class Outcome:
             "subscribers": self.settings.subscribers,
             "count": self.settings.count,
             "rate": self.settings.rate,
+            "machine": describe(),
         }
         if self.error:
             return {**head, "error": self.error}
@@ -816,6 +818,7 @@ async def _run_all(
         # a terminal gets what fits its width; a pipe or file the full table
         stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 10_000)
         stdout.print(table(outcomes, compare, stdout.width))
+        stdout.print(f"machine: {describe()}", markup=False, soft_wrap=True)
     return outcomes
 
 
