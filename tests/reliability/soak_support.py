@@ -16,8 +16,10 @@ independent of nanomitter's sequence numbers), ``ts`` is ``time.time_ns()`` at t
 machine: comparable across processes). The publisher's phases:
 
 - ``probe`` every 20 ms until the first command (subscribers say ``primed`` at the first event);
-- ``burst SECONDS``: flat out (``burst``), then ``fence`` every 10 ms until the next command;
-  a subscriber reports what it got of the burst at its first fence;
+- ``burst SECONDS [TURN]``: flat out (``burst``); with TURN, yielding to the event loop after
+  every TURN events (1: as a paced stream emits, so ZeroMQ coalesces no more than it would in
+  one; without: 64 at a time, yielding only where ``emit`` does); then ``fence`` every 10 ms
+  until the next command; a subscriber reports what it got of the burst at its first fence;
 - ``soak RATE SECONDS``: ``soak`` events paced at RATE per second, a pause of 0.5 s, then
   ``end`` markers every 10 ms until the next command. The markers are on the same topic, so a
   subscriber's ``stats().lost`` also counts the soak's tail (the last events, which no later
@@ -232,14 +234,18 @@ async def publish(
         problems.phase = command[0]
         if command[0] == "burst":
             seconds = float(command[1])
+            turn = int(command[2]) if len(command) > 2 else 64
+            paced = len(command) > 2
             start_ns = now_ns()
             deadline = clock() + seconds
             sent = 0
             while clock() < deadline:
-                for _ in range(64):
+                for _ in range(turn):
                     i += 1
                     await emit(TOPIC, {"i": i, "p": "burst", "ts": now_ns()})
-                sent += 64
+                sent += turn
+                if paced:
+                    await anyio.lowlevel.checkpoint()
             end_ns = now_ns()
             say("pub", "burst", sent=sent, last=i, start_ns=start_ns, end_ns=end_ns)
             idle, idle_every, idle_extra = "fence", FENCE_EVERY, {}
