@@ -511,6 +511,28 @@ async def test_a_batch_handed_over_during_close_reaches_every_listener() -> None
     assert bus.stats().dropped == 0
 
 
+class DeafToClose(LateBatch):
+    """Breaks the contract: its ``receive`` waits forever, even after ``aclose``."""
+
+    async def receive(self) -> list[DistributedEvent]:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_a_transport_that_does_not_end_receive_on_close_is_named() -> None:
+    """The close waits a bounded time for the receive loop, then goes on and says which
+    transport broke the contract (rather than hanging, or half-delivering silently)."""
+    problems: list[Problem] = []
+    with anyio.fail_after(30):
+        async with DistributedEventEmitter(
+            DeafToClose(0), heartbeat_interval=0, on_error=problems.append
+        ):
+            pass
+    [problem] = problems
+    assert "DeafToClose.receive() had not ended" in str(problem)
+    assert "wake a parked receive()" in str(problem)
+
+
 async def test_fast_async_listener_keeps_up_with_a_burst_without_drops() -> None:
     """A burst larger than the listener queue must not overflow a listener that keeps up:
     transports hand over at most MAX_BATCH events at a time, smaller than the queue."""

@@ -646,9 +646,19 @@ class DistributedEventEmitter:
         Closed transports end ``receive()`` at once; the bound only guards a stuck one.
         """
         ended = self._receive_ended
-        if ended is not None:
-            with anyio.move_on_after(RECEIVE_END_TIMEOUT):
-                await ended.wait()
+        if ended is None:
+            return
+        with anyio.move_on_after(RECEIVE_END_TIMEOUT):
+            await ended.wait()
+        if not ended.is_set():
+            name = type(self.transport).__name__
+            self._report(
+                Problem(
+                    f"{name}.receive() had not ended {RECEIVE_END_TIMEOUT:g} s after its "
+                    "aclose(); the close went on without it. A transport must wake a parked "
+                    "receive() when it closes (see Transport.receive)"
+                )
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
