@@ -35,7 +35,6 @@ import anyio.lowlevel
 import msgspec
 
 import nanomitter
-from nanomitter.machine import describe
 
 TOPIC = "tick"
 I_BASE = 1 << 16
@@ -928,11 +927,6 @@ def common_ceilings(row: dict[str, Cell]) -> dict[str, float]:
     """A common ceiling: 1.5x the best flat-out delivered rate of either contender."""
     ceiling = 1.5 * max(t.delivered for cell in row.values() for t in cell.flat)
     return dict.fromkeys(row, ceiling)
-
-
-def machine(libraries: Sequence[str]) -> str:
-    """CPU model, cores, load, Python, OS and the versions of ``libraries``, on one line."""
-    return describe(libraries)
 
 
 def method(settings: Settings) -> str:

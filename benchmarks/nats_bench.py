@@ -99,7 +99,6 @@ from common import (
     finish,
     free_port,
     goals,
-    machine,
     make_parser,
     measure,
     method,
@@ -116,6 +115,7 @@ from common import watch_control as _watch_control
 from nats.errors import SlowConsumerError
 
 import nanomitter
+from nanomitter.machine import describe
 from nanomitter.transports.nats import DEFAULT_BUFFER, NatsTransport
 
 RECONNECT_WAIT = 0.5
@@ -417,7 +417,7 @@ def environment(settings: Settings, sizes: Sequence[int], codec: str, binary: st
         for s in sizes
     )
     return [
-        machine(("nanomitter", "nats-py", "msgspec", "anyio")),
+        describe(("nanomitter", "nats-py", "msgspec", "anyio")),
         f"{server_version(binary)} on 127.0.0.1, one server per contender (started by the "
         "benchmark, default limits); one publisher + N subscribers, each its own process",
         f"codec {codec} for both; bodies (raw: data + seq; nanomitter: data, plus a "

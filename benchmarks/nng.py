@@ -80,7 +80,6 @@ from common import (
     frame_size,
     free_port,
     goals,
-    machine,
     make_pad,
     make_parser,
     measure,
@@ -100,6 +99,7 @@ from common import (
     watch_control as _watch_control,
 )
 
+from nanomitter.machine import describe
 from nanomitter.transports.nng import DEFAULT_BUFFER
 from nanomitter.transports.nng_lowlevel import Reflector
 
@@ -326,7 +326,7 @@ ROLES: Roles = {
 def environment(settings: Settings, sizes: Sequence[int], raw_loop: str, hub: str) -> list[str]:
     frames = ", ".join(f"{s} B payload = {frame_size(s, SENDER)} B frame" for s in sizes)
     return [
-        machine(("nanomitter", "pynng", "msgspec", "anyio")),
+        describe(("nanomitter", "pynng", "msgspec", "anyio")),
         f"tcp://127.0.0.1, one hub + one publisher + N subscribers, each its own process; "
         f"buffer {settings.buffer} messages per socket and direction; {frames}",
         f"{method(settings)}, with the "

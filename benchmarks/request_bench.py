@@ -88,7 +88,6 @@ from common import (
     expect_message,
     free_port,
     grid,
-    machine,
     process_cpu_seconds,
     run_nano_hub,
     stop_children,
@@ -99,6 +98,7 @@ from nats_bench import _die_with_parent, _wait_accepting, nats_server_binary, se
 import nanomitter
 from nanomitter.core.codecs import get_codec
 from nanomitter.core.event import DistributedEvent
+from nanomitter.machine import describe
 from nanomitter.transports.nng_lowlevel import Reflector
 
 TOPIC = "price"
@@ -1003,7 +1003,7 @@ def environment(settings: Settings, transports: Sequence[str]) -> list[str]:
             )
         shapes.append(text)
     return [
-        machine(("nanomitter", "pynng", "pyzmq", "nats-py", "msgspec", "anyio")),
+        describe(("nanomitter", "pynng", "pyzmq", "nats-py", "msgspec", "anyio")),
         f"{settings.count:,} sequential requests per trial after {settings.warm:,} warm-up "
         f"requests, median of {settings.repeats} trials, contenders alternating; bodies: "
         + "; ".join(shapes),

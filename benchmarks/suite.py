@@ -42,9 +42,9 @@ from typing import Any
 
 import chart
 import memory
-from common import fmt_rate, fmt_us, grid, machine
+from common import fmt_rate, fmt_us, grid
 
-from nanomitter.machine import cpu_model
+from nanomitter.machine import cpu_model, describe
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"
@@ -458,7 +458,7 @@ def section(results: Results, meta: dict[str, Any], counts: Sequence[int]) -> st
         f"Run {meta['date']}{' (--quick)' if meta['quick'] else ''}, wall time "
         f"{meta['seconds']:.0f} s, 1-minute load average {load_before:.2f} at the start{busy} "
         f"and {load_after:.2f} at the end (this run's own processes included). "
-        f"{machine(LIBRARIES)}.",
+        f"{describe(LIBRARIES)}.",
         "",
         *([f"**Problems in this run:** {'; '.join(found)}", ""] if found else []),
         "![nanomitter against raw pynng, pyzmq and nats-py: payload sweep and fan-out]"

@@ -80,7 +80,6 @@ from common import (
     finish,
     frame_size,
     goals,
-    machine,
     make_pad,
     make_parser,
     measure,
@@ -93,6 +92,7 @@ from common import (
 from common import control as _control
 
 import nanomitter
+from nanomitter.machine import describe
 from nanomitter.transports.zmq import ZmqTransport
 
 TOPIC_BYTES = TOPIC.encode()
@@ -343,7 +343,7 @@ def goals_zmq(cells: Sequence[Cell]) -> list[str]:
 def environment(settings: Settings, sizes: Sequence[int], raw_loop: str, hub: str) -> list[str]:
     frames = ", ".join(f"{s} B payload = {frame_size(s, SENDER)} B frame" for s in sizes)
     return [
-        machine(("nanomitter", "pyzmq", "msgspec", "anyio")),
+        describe(("nanomitter", "pyzmq", "msgspec", "anyio")),
         f"tcp://127.0.0.1 (libzmq {zmq.zmq_version()}), one hub + one publisher + N "
         f"subscribers, each its own process; high-water mark {settings.buffer} messages per "
         f"socket and direction; {frames}",

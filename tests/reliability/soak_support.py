@@ -234,17 +234,16 @@ async def publish(
         problems.phase = command[0]
         if command[0] == "burst":
             seconds = float(command[1])
-            turn = int(command[2]) if len(command) > 2 else 64
-            paced = len(command) > 2
+            turn = int(command[2]) if len(command) > 2 else None
             start_ns = now_ns()
             deadline = clock() + seconds
             sent = 0
             while clock() < deadline:
-                for _ in range(turn):
+                for _ in range(turn or 64):
                     i += 1
                     await emit(TOPIC, {"i": i, "p": "burst", "ts": now_ns()})
-                sent += turn
-                if paced:
+                sent += turn or 64
+                if turn:
                     await anyio.lowlevel.checkpoint()
             end_ns = now_ns()
             say("pub", "burst", sent=sent, last=i, start_ns=start_ns, end_ns=end_ns)

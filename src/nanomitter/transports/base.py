@@ -9,11 +9,13 @@ matching, ordering, echo, sequence gaps, error isolation) lives in the core, onc
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import anyio
 from anyio.lowlevel import current_token
 
 from ..core.context import TransportContext
@@ -34,6 +36,15 @@ def current_backend() -> str:
     whose client library runs on one backend only)."""
     module = current_token().backend_class.__module__  # anyio._backends._trio
     return module.rsplit("._", 1)[-1]
+
+
+def wake_fd_waiters(*fds: int) -> None:
+    """Wake tasks waiting on ``fds`` (``-1``: none) before their socket closes them: the
+    waiters get ``ClosedResourceError`` now, instead of waiting on a closed descriptor."""
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(Exception):  # no running loop: nobody is waiting
+                anyio.notify_closing(fd)
 
 
 @dataclass(frozen=True)

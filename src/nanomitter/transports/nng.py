@@ -30,7 +30,7 @@ from ..core.codecs import CODECS, DEFAULT_MAX_FRAME_BYTES, Codec, FrameDecoder, 
 from ..core.context import YIELD, TransportContext
 from ..core.errors import InvalidOptionError, NanomitterError
 from ..core.event import DistributedEvent
-from .base import MAX_BATCH, Capabilities, Transport
+from .base import MAX_BATCH, Capabilities, Transport, wake_fd_waiters
 from .election import Election
 from .nng_lowlevel import (
     EAGAIN,
@@ -286,10 +286,7 @@ class NngTransport(Transport):
         linger = self._last_send + self.linger_ms / 1000 - time.monotonic()
         if linger > 0:
             await anyio.sleep(linger)  # let recent sends leave nng's queues (bounded)
-        for fd in (self._recv_fd, self._send_fd):
-            if fd >= 0:  # wake whoever waits on nng's fds: they close with the socket
-                with contextlib.suppress(Exception):  # no running loop: nobody is waiting
-                    anyio.notify_closing(fd)
+        wake_fd_waiters(self._recv_fd, self._send_fd)  # they close with the socket
         self._recv_fd = self._send_fd = -1
         socket.close()
         self._close_reflector()

@@ -61,7 +61,7 @@ from ..core.errors import InvalidOptionError, NanomitterError, OverflowProblem, 
 from ..core.event import DistributedEvent
 from ..core.stats import Counters
 from ..core.topics import literal_prefix
-from .base import MAX_BATCH, Capabilities, Transport
+from .base import MAX_BATCH, Capabilities, Transport, wake_fd_waiters
 from .election import Election
 from .registry import ZMQ_SCHEMES
 from .url import BusURL, host_and_port
@@ -537,10 +537,7 @@ class ZmqTransport(Transport):
 
     def _release(self, *, linger: bool) -> None:
         """Wake whoever waits on our fds, then close sockets, proxy and lock (no awaits)."""
-        for fd in (self._sub_fd, self._pub_fd):
-            if fd >= 0:
-                with contextlib.suppress(Exception):  # no running loop: nobody is waiting
-                    anyio.notify_closing(fd)
+        wake_fd_waiters(self._sub_fd, self._pub_fd)
         self._sub_fd = self._pub_fd = -1
         sub, self._sub = self._sub, None
         pub, self._pub = self._pub, None
