@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import msgspec
 import pytest
 
@@ -18,25 +15,21 @@ from nanomitter.core.codecs import (
 from nanomitter.core.errors import FrameDecodeError, Problem
 from nanomitter.core.event import DistributedEvent
 from nanomitter.core.stats import Counters
-
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
-
-
-def vector_names() -> list[str]:
-    return sorted(p.stem for p in VECTORS.glob("*.hex"))
+from wire_vectors import NAMES, VECTORS, vector_expected, vector_frame
 
 
 def load_vector(name: str) -> tuple[bytes, dict[str, object]]:
-    frame = bytes.fromhex((VECTORS / f"{name}.hex").read_text().strip())
-    expected = json.loads((VECTORS / f"{name}.json").read_text())
-    return frame, expected
+    return vector_frame(name), vector_expected(name)
 
 
-def test_vectors_are_present() -> None:
-    assert {"nanomitter-stockprice", "nanomitter-heartbeat"} <= set(vector_names())
+def test_vectors_are_present_in_the_repository() -> None:
+    """The vectors live in the repository: a fresh clone has nothing beside it to read."""
+    assert sorted(p.stem for p in VECTORS.glob("*.hex")) == sorted(NAMES)
+    for name in NAMES:
+        assert (VECTORS / f"{name}.json").is_file(), f"tests/vectors/{name}.json is missing"
 
 
-@pytest.mark.parametrize("name", vector_names())
+@pytest.mark.parametrize("name", NAMES)
 def test_original_frames_decode_exactly(name: str) -> None:
     frame, expected = load_vector(name)
     event = MsgpackCodec().decode(frame)
@@ -48,7 +41,7 @@ def test_original_frames_decode_exactly(name: str) -> None:
     assert event.seq == 0  # the original does not number its events
 
 
-@pytest.mark.parametrize("name", vector_names())
+@pytest.mark.parametrize("name", NAMES)
 def test_our_frames_are_the_original_map_plus_seq(name: str) -> None:
     """Same keys in the same order, our `seq` appended: the original reads topic and data."""
     frame, expected = load_vector(name)

@@ -20,9 +20,9 @@ from nanomitter.core.stats import Counters
 from nanomitter.transports import nng_lowlevel, transport_from_url
 from nanomitter.transports.nng import NngTransport, NoHubError
 from peers import Recorder, free_port, require_binary, running
+from wire_vectors import vector_frame
 
 pytestmark = pytest.mark.anyio
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 _ids = itertools.count()
 
 
@@ -155,10 +155,6 @@ async def test_other_nng_schemes(scheme: str, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- real peers on the wire
 
 
-def vector(name: str) -> bytes:
-    return bytes.fromhex((VECTORS / f"{name}.hex").read_text().strip())
-
-
 def quoted_hex_frames(lines: list[str]) -> list[bytes]:
     """Frames printed by `nngcat --hex` / `nanocat --hex`: "\\x85\\xa5..." one per line."""
     frames = []
@@ -181,7 +177,7 @@ async def test_real_peer_joins_our_hub(peer: str, tmp_path: Path) -> None:
     command, package, interval = PEERS[peer]
     require_binary(command[0], package)
     original = tmp_path / "original.bin"
-    original.write_bytes(vector("nanomitter-stockprice"))
+    original.write_bytes(vector_frame("nanomitter-stockprice"))
     url = tcp_url()
     problems = Recorder()
     async with nanomitter.connect(url, on_error=problems) as hub:
@@ -216,7 +212,7 @@ async def test_real_peer_joins_our_hub(peer: str, tmp_path: Path) -> None:
 async def test_original_heartbeats_reach_star_and_heart_listeners_only(tmp_path: Path) -> None:
     require_binary("nngcat", "nng-utils")
     heartbeat = tmp_path / "heartbeat.bin"
-    heartbeat.write_bytes(vector("nanomitter-heartbeat"))
+    heartbeat.write_bytes(vector_frame("nanomitter-heartbeat"))
     url = tcp_url()
     async with nanomitter.connect(url) as hub:
         everything, hearts, prices = Recorder(), Recorder(), Recorder()
