@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 
@@ -9,6 +12,8 @@ import pytest
 
 from nanomitter import conformance
 from nanomitter.conformance.harness import Signal
+from nanomitter.conformance.quiet import held_logs
+from nanomitter.core.report import LogProblems
 
 CODECS = ["", "?codec=json", "?codec=none"]
 
@@ -88,3 +93,52 @@ async def test_signal_wait_times_out_without_a_pulse(anyio_backend: str) -> None
         conformance.deadline(0.05),
     ):
         await signal.expect(lambda: False, lambda: "nothing came")
+
+
+RUN_ALL_ON_MEMORY = """
+import uuid
+import anyio
+from nanomitter import conformance
+
+def make_url() -> str:
+    return f"memory://quiet-{uuid.uuid4().hex}"
+
+results = anyio.run(conformance.run_all, make_url)
+print(" ".join(result.outcome for result in results))
+"""
+
+
+def test_run_all_prints_nothing_for_what_it_provokes() -> None:
+    """A third party's ``run_all`` shows no traceback of the suite's own failing listeners."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_ALL_ON_MEMORY],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "failed" not in done.stdout
+    assert done.stderr == ""
+
+
+def test_held_logs_let_through_what_nobody_claims(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("nanomitter.test")
+    with caplog.at_level(logging.INFO, logger="nanomitter"), held_logs() as held:
+        log.error("provoked on purpose")
+        log.warning("something else went wrong")
+        assert caplog.messages == []  # held: nothing reaches the user's handlers yet
+        (mine,) = held.claim(lambda record: "on purpose" in record.getMessage())
+        assert mine.levelno == logging.ERROR
+    assert caplog.messages == ["something else went wrong"]
+    assert logging.getLogger("nanomitter").propagate
+
+
+@pytest.mark.anyio
+async def test_a_hook_that_raises_must_not_silence_problems(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node D's hook raises on purpose; its fallback must log what the hook could not take."""
+    monkeypatch.setattr(LogProblems, "__call__", lambda self, problem: None)
+    with pytest.raises(AssertionError, match="none of its 20 ListenerErrors was logged instead"):
+        await conformance.check_listener_errors_isolated(memory_urls())
