@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -244,7 +245,11 @@ BAD_ARGUMENTS = [
 
 
 @pytest.mark.parametrize(
-    ("arguments", "code", "message"), BAD_ARGUMENTS, ids=[" ".join(a[0]) for a in BAD_ARGUMENTS]
+    ("arguments", "code", "message"),
+    BAD_ARGUMENTS,
+    ids=[
+        re.sub(r":\d+", ":PORT", " ".join(a[0])) for a in BAD_ARGUMENTS
+    ],  # same in each xdist worker
 )
 def test_bad_arguments_get_one_line_and_an_exit_code(
     arguments: list[str], code: int, message: str
