@@ -27,6 +27,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+BACKENDS = ("asyncio", "trio")
+
+
+def variants_on_backends(main: str, others: Sequence[str]) -> list[tuple[str, str]]:
+    """``(variant, anyio_backend)`` pairs: ``main`` on both backends, each other variant on one.
+
+    For ``@pytest.mark.parametrize(("scheme", "anyio_backend"), ...)``. The backend reaches a
+    transport through anyio alone, the same code for each of its schemes or codecs; running
+    every variant on both backends would prove the same thing twice.
+    """
+    pairs = [(main, backend) for backend in BACKENDS]
+    pairs += [(other, BACKENDS[(i + 1) % 2]) for i, other in enumerate(others)]
+    return pairs
+
+
 def require_binary(name: str, package: str) -> str:
     """The path of ``name``; skip (or fail under NANOMITTER_REQUIRE_PEERS=1) when missing."""
     path = shutil.which(name)
