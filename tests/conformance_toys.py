@@ -87,6 +87,23 @@ class LaggingMemory(MemoryTransport):
             await super().send(pending)
 
 
+class CorruptingMemory(MemoryTransport):
+    """Appends one character to the first string in the data of every 25th event it sends."""
+
+    def __init__(self, name: str, **options: Any) -> None:
+        super().__init__(name, **options)
+        self._sent = 0
+
+    async def send(self, event: DistributedEvent) -> None:
+        self._sent += 1
+        data = event.data
+        if self._sent % 25 == 0 and isinstance(data, dict):
+            key = next((k for k, v in data.items() if isinstance(v, str)), None)
+            if key is not None:
+                event = msgspec.structs.replace(event, data={**data, key: data[key] + "!"})
+        await super().send(event)
+
+
 LEAKED_THREAD_RELEASE = threading.Event()
 """Set by the tests to let the threads of :class:`ThreadLeakingMemory` finish."""
 
@@ -288,6 +305,7 @@ TOYS: dict[str, type[Transport]] = {
     "dupmem": DuplicatingMemory,
     "reordermem": ReorderingMemory,
     "dropmem": DroppingMemory,
+    "corruptmem": CorruptingMemory,
     "lagmem": LaggingMemory,
     "leakmem": ThreadLeakingMemory,
     "fdleakmem": SocketLeakingMemory,

@@ -55,6 +55,13 @@ CAUGHT = [
     caught("reordermem", "order_under_load", r"#\d+ from node \w to .* arrived after .*#\d+"),
     caught("reordermem", "close_flushes", r"arrived after"),
     caught("dropmem", "exactly_once", r"events from node \w to .* never arrived \(#\d+"),
+    caught(
+        "corruptmem",
+        "exactly_once",
+        r"changed the data .*: event 'once\.\w+' #\d+ from node (\w) to .* arrived changed: "
+        r"data\['node'\] is '\1!' \(str\); sent '\1' \(str\)",
+    ),
+    caught("corruptmem", "order_under_load", r"#\d+ from node \w to .* arrived changed"),
     caught("lagmem", "close_flushes", r"right before aclose\(\), which must flush them"),
     caught("leakmem", "no_leaked_tasks", r"threads still alive .*'toy-leaked-thread' \(x\d\)"),
     caught(

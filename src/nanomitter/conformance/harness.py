@@ -27,6 +27,7 @@ from ..core.topics import pattern_matches
 from ..transports.base import Capabilities, current_backend
 from ..transports.registry import transport_class
 from ..transports.url import BusURL
+from . import traffic
 
 MakeURL = Callable[[], str]
 """Returns a fresh bus URL each call: a bus no other check uses."""
@@ -197,9 +198,11 @@ class Node:
 class Recorder:
     """A listener that remembers what reached it, so a check can compare it with what was sent.
 
-    Traffic in the checks carries ``{"node": name, "n": n}`` (``n`` counts from 1 per sender)
-    or ``{"node": name, "fence": True}``, a closing marker that says "everything I sent before
-    this has been sent". Events on :data:`SYNC_TOPIC` are ignored.
+    Traffic in the checks carries :func:`~.traffic.numbered` ``(name, n)`` (``n`` counts from
+    1 per sender) or :func:`~.traffic.fence` ``(name)``, a closing marker that says "everything
+    I sent before this has been sent"; each is compared whole with what its sender sent, and a
+    difference is kept in :attr:`corrupted` (the cluster fails the check with it). Events on
+    :data:`SYNC_TOPIC` are ignored.
     """
 
     def __init__(
@@ -217,8 +220,10 @@ class Recorder:
         self.events: list[DistributedEvent] = []
         self.numbers: dict[str, list[int]] = {}
         self.fences: set[str] = set()
+        self.corrupted: list[str] = []
         self._signal = node.cluster.signal
         self._name_of = node.cluster.name_of
+        node.cluster.recorders.append(self)
         if not register or kind == "pull":
             return  # the check feeds it (from a subscription, or a listener of its own)
         if kind == "sync":
@@ -238,6 +243,12 @@ class Recorder:
         data = event.data
         if type(data) is dict:
             sender = self._name_of(event.sender)
+            wrong = traffic.corruption(data, sender)
+            if wrong is not None and len(self.corrupted) < 3:
+                self.corrupted.append(
+                    f"event {event.topic!r} #{data.get('n', 'fence')} from node {sender} to "
+                    f"{self.label} arrived changed: {wrong}"
+                )
             n = data.get("n")
             if type(n) is int:
                 numbers = self.numbers.get(sender)
@@ -284,6 +295,7 @@ class Cluster:
         self.url = url
         self.signal = Signal()
         self.nodes: list[Node] = []
+        self.recorders: list[Recorder] = []
         self._names: dict[str, str] = {}
         self._stack = AsyncExitStack()
         self._subscriptions: list[AbstractAsyncContextManager[Subscription]] = []
@@ -348,6 +360,17 @@ class Cluster:
             await self._leave_subscriptions()
         finally:
             await self._stack.__aexit__(exc_type, exc, tb)
+        if exc is None:
+            self.verify_data()
+
+    def verify_data(self) -> None:
+        """Fail if any recorder got an event whose data differs from what was sent."""
+        corrupted = [text for recorder in self.recorders for text in recorder.corrupted]
+        if corrupted:
+            raise AssertionError(
+                "the transport changed the data of events it delivered (a listener must get "
+                "exactly what was emitted): " + "; ".join(corrupted[:3])
+            )
 
     async def handshake(self, nodes: Sequence[Node] | None = None) -> None:
         """Probe until every node has heard every other node; fail if the deadline passes."""
@@ -407,7 +430,7 @@ class Cluster:
         with anyio.move_on_after(current_deadline()):
             while not done():
                 for topic in topics:
-                    await sender.bus.emit(topic, {"node": sender.name, "fence": True})
+                    await sender.bus.emit(topic, traffic.fence(sender.name))
                 await self.signal.wait(done, PROBE_INTERVAL)
         if not done():
             stuck = [
@@ -432,7 +455,7 @@ class Cluster:
         emit = sender.bus.emit
         name = sender.name
         for n in range(1, count + 1):
-            await emit(topic_for(n), {"node": name, "n": n})
+            await emit(topic_for(n), traffic.numbered(name, n))
         topics = sorted({topic_for(n) for n in range(1, min(count, 64) + 1)})
         await self.fence(sender, topics, waiting, sent=count)
 
@@ -452,6 +475,7 @@ def verify_stream(
     the missing events (allowed only when ``loss_allowed_if_counted`` and the receiver's
     ``stats().lost + dropped`` account for them: loss must never be silent).
     """
+    recorder.node.cluster.verify_data()
     got = recorder.numbers.get(sender, [])
     want = list(expected)
     wanted = set(want)

@@ -13,7 +13,7 @@ First line out: ``{"ready": true, "id": <sender id>, "pid": ..., "name": ...}`` 
 
 - ``{"cmd": "listen", "pattern": P}``: count events matching ``P`` (per sender, with
   duplicates and out-of-order arrivals of ``data["n"]``).
-- ``{"cmd": "emit", "topic": T, "count": N, "start": 1}``: emit ``{"node": name, "n": n}``
+- ``{"cmd": "emit", "topic": T, "count": N, "start": 1}``: emit ``numbered(name, n)``
   for ``n`` in ``start .. start+N-1``; replies once all were emitted.
 - ``{"cmd": "wait", "pattern": P, "count": N, "timeout": S, "include_own": false}``: wait
   until ``P``'s listener has ``N`` events (from others unless ``include_own``); replies
@@ -55,6 +55,7 @@ from ..core.emitter import DistributedEventEmitter
 from ..core.event import DistributedEvent
 from ..transports.registry import register
 from .harness import SYNC_TOPIC, Signal
+from .traffic import corruption, numbered
 
 RESPONDER_MODES = ("echo", "raise")
 
@@ -70,6 +71,8 @@ class Tally:
         self.own = 0
         self.duplicates = 0
         self.out_of_order = 0
+        self.corrupted = 0
+        self.first_corrupted = ""
         self.senders: dict[str, int] = {}
         self._last: dict[str, int] = {}
         self._seen: dict[str, set[int]] = {}
@@ -84,6 +87,10 @@ class Tally:
         self.senders[sender] = self.senders.get(sender, 0) + 1
         data = event.data
         n = data.get("n") if isinstance(data, dict) else None
+        wrong = corruption(data, str(data.get("node"))) if isinstance(data, dict) else None
+        if wrong is not None:
+            self.corrupted += 1
+            self.first_corrupted = self.first_corrupted or f"{event.topic!r} #{n}: {wrong}"
         if type(n) is int:
             seen = self._seen.setdefault(sender, set())
             if n in seen:
@@ -103,6 +110,8 @@ class Tally:
             "own": self.own,
             "duplicates": self.duplicates,
             "out_of_order": self.out_of_order,
+            "corrupted": self.corrupted,
+            "first_corrupted": self.first_corrupted,
             "senders": dict(self.senders),
         }
 
@@ -140,7 +149,7 @@ class PeerSession:
         topic, count = str(command["topic"]), int(command["count"])
         start = int(command.get("start", 1))
         for n in range(start, start + count):
-            await self.bus.emit(topic, {"node": self.name, "n": n})
+            await self.bus.emit(topic, numbered(self.name, n))
         return {"ok": True, "emitted": count}
 
     async def do_wait(self, command: dict[str, Any]) -> dict[str, Any]:

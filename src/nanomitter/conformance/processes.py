@@ -121,7 +121,7 @@ class Peer:
         await self.request("listen", pattern=pattern)
 
     async def emit(self, topic: str, count: int, *, start: int = 1) -> None:
-        """Emit ``{"node": name, "n": n}`` for ``n`` in ``start .. start+count-1``."""
+        """Emit :func:`~.traffic.numbered` ``(name, n)`` for ``n`` in ``start .. start+count-1``."""
         await self.request("emit", topic=topic, count=count, start=start)
 
     async def wait(

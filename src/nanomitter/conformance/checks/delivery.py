@@ -24,6 +24,7 @@ from ..harness import (
     fresh_url,
     verify_stream,
 )
+from ..traffic import numbered
 
 
 async def check_exactly_once(make_url: MakeURL, *, count: int = 50) -> None:
@@ -95,7 +96,7 @@ async def _check_inline_echo(make_url: MakeURL) -> None:
     own = {node.name: cluster.recorder(node, "inline.t") for node in (a, b, c)}
     async with cluster:
         for node in (a, b, c):
-            await node.bus.emit("inline.t", {"node": node.name, "n": 1})
+            await node.bus.emit("inline.t", numbered(node.name, 1))
             heard = own[node.name].count_from(node.name)
             if node.echo and heard != 1:
                 raise AssertionError(
@@ -326,7 +327,7 @@ async def check_across_processes(make_url: MakeURL, *, count: int = 200) -> None
         for peer in peers:
             await peer.emit("xproc.t", count)
         for n in range(1, count + 1):
-            await local.bus.emit("xproc.t", {"node": "A", "n": n})
+            await local.bus.emit("xproc.t", numbered("A", n))
         for peer in peers:
             got = await peer.wait("xproc.>", 2 * count, within=current_deadline())
             if got < 2 * count:
@@ -342,6 +343,11 @@ async def check_across_processes(make_url: MakeURL, *, count: int = 200) -> None
                 raise AssertionError(
                     f"peer {peer.name} (another process) saw {listener['duplicates']} "
                     f"duplicate and {listener['out_of_order']} out-of-order events"
+                )
+            if listener["corrupted"]:
+                raise AssertionError(
+                    f"peer {peer.name} (another process) got {listener['corrupted']} events "
+                    f"whose data the transport changed, first {listener['first_corrupted']}"
                 )
     for peer in peers:
         verify_stream(recorder, peer.name, range(1, count + 1), lambda n: "xproc.t", ordered=True)

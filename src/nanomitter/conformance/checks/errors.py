@@ -25,6 +25,7 @@ from ..harness import (
     fresh_url,
 )
 from ..quiet import held_logs
+from ..traffic import numbered
 from .common import Quote
 
 
@@ -76,7 +77,7 @@ async def check_listener_errors_isolated(make_url: MakeURL, *, count: int = 5) -
             for sender in senders:
                 for n in range(1, count + 1):
                     try:
-                        await sender.bus.emit(topic, {"node": sender.name, "n": n})
+                        await sender.bus.emit(topic, numbered(sender.name, n))
                     except Boom as exc:
                         raise AssertionError(
                             f"node {sender.name}'s emit() raised its own listener's exception "
@@ -109,7 +110,7 @@ async def check_listener_errors_isolated(make_url: MakeURL, *, count: int = 5) -
 
             after = {node.name: cluster.recorder(node, "after.t") for node in nodes}
             await cluster.handshake()
-            await nodes[2].bus.emit("after.t", {"node": nodes[2].name, "n": 1})
+            await nodes[2].bus.emit("after.t", numbered(nodes[2].name, 1))
             for node in nodes:
                 recorder = after[node.name]
                 await recorder.expect(1, why="after listener errors the bus must keep running")
@@ -221,11 +222,12 @@ async def check_garbage_frames(make_url: MakeURL) -> None:
     async with cluster:
         codec = _codec_of(a)
         ghost = "conformance-ghost-sender"
+        cluster.alias(ghost, "ghost")
 
         def frame(topic: str, data: Any) -> bytes:
             return codec.encode(DistributedEvent(topic=topic, data=data, sender=ghost))
 
-        valid = frame("garbage.ok", {"n": 1})
+        valid = frame("garbage.ok", numbered("ghost", 1))
         msgpack = msgspec.msgpack.encode
         bad: list[tuple[str, bytes]] = [
             ("empty frame", b""),
@@ -250,9 +252,9 @@ async def check_garbage_frames(make_url: MakeURL) -> None:
             expected_bad += 1
         except Exception:  # a transport may refuse to send it: then there is nothing to count
             pass
-        await transport.send_raw(frame("garbage.ok", {"n": 2}))
+        await transport.send_raw(frame("garbage.ok", numbered("ghost", 2)))
         for n in range(1, 4):
-            await a.bus.emit("garbage.after", {"node": "A", "n": n})
+            await a.bus.emit("garbage.after", numbered("A", n))
         for node in receivers:
             recorder = recorders[node.name]
             why = "valid traffic must continue after garbage frames"

@@ -22,6 +22,7 @@ from ..harness import (
     fresh_url,
     verify_stream,
 )
+from ..traffic import numbered
 from .common import RestartHub
 from .delivery import _pull
 
@@ -56,7 +57,7 @@ async def check_close_flushes(make_url: MakeURL, *, count: int = 200) -> None:
     async with cluster:
         try:
             for n in range(1, count + 1):
-                await a.bus.emit(topic, {"node": "A", "n": n})
+                await a.bus.emit(topic, numbered("A", n))
             await a.close()
             if a_async.count_from("A") != count:
                 raise AssertionError(
@@ -152,10 +153,10 @@ async def _leak_round(url: str, *, cancel_midway: bool = False) -> None:
             tg.start_soon(wait_for_last)
             await waiter_ready.wait()
             for n in range(1, count + 1):
-                await nodes[0].bus.emit("leak.t", {"node": "A", "n": n})
+                await nodes[0].bus.emit("leak.t", numbered("A", n))
                 if cancel_midway and n == count // 2:
                     scope.cancel()
-            await nodes[0].bus.emit("leak.last", {"node": "A", "n": count + 1})
+            await nodes[0].bus.emit("leak.last", numbered("A", count + 1))
             for recorder in recorders[1:]:
                 await recorder.expect(count, sender="A")
             tg.cancel_scope.cancel()
@@ -204,7 +205,7 @@ async def check_reconnects(make_url: MakeURL, *, restart_hub: RestartHub | None 
     after = {node.name: cluster.recorder(node, "after.t") for node in nodes}
     async with cluster:
         for sender in nodes:
-            await sender.bus.emit("before.t", {"node": sender.name, "n": 1})
+            await sender.bus.emit("before.t", numbered(sender.name, 1))
         for node in nodes:
             others = [m.name for m in nodes if m is not node]
             recorder = before[node.name]

@@ -15,6 +15,7 @@ from ..harness import (
     MakeURL,
     fresh_url,
 )
+from ..traffic import numbered
 from .errors import _codec_of
 
 
@@ -82,7 +83,7 @@ async def check_bounded_queues(make_url: MakeURL, *, count: int = 30) -> None:
     async with cluster:
         try:
             for n in range(1, count + 1):
-                await a.bus.emit(topic, {"node": "A", "n": n})
+                await a.bus.emit(topic, numbered("A", n))
             for node in (b, c):
                 recorder = counters[node.name]
                 await recorder.expect(

@@ -29,6 +29,7 @@ from ..harness import (
     current_deadline,
     fresh_url,
 )
+from ..traffic import numbered
 from .common import Quote
 
 
@@ -220,7 +221,7 @@ async def check_request_reply(make_url: MakeURL, *, count: int = 40) -> None:
         answered: Counter[str] = Counter()
 
         def check_reply(n: int, reply: Any) -> None:
-            want = {"node": "A", "n": n}
+            want = numbered("A", n)
             if not isinstance(reply, dict) or reply.get("echo") != want:
                 raise AssertionError(
                     f"request #{n} on {svc!r} from node A got {reply!r}; the responder echoes "
@@ -231,11 +232,11 @@ async def check_request_reply(make_url: MakeURL, *, count: int = 40) -> None:
             answered[reply["node"]] += 1
 
         for n in range(1, count + 1):
-            check_reply(n, await _request(a, svc, {"node": "A", "n": n}))
+            check_reply(n, await _request(a, svc, numbered("A", n)))
         asked += count
 
         async def one(n: int) -> None:
-            check_reply(n, await _request(a, svc, {"node": "A", "n": n}))
+            check_reply(n, await _request(a, svc, numbered("A", n)))
 
         async with anyio.create_task_group() as tg:
             for n in range(count + 1, count + count // 2 + 1):

@@ -12,6 +12,7 @@ from ..harness import (
     current_deadline,
     fresh_url,
 )
+from ..traffic import numbered
 
 BAD_TOPICS = (
     "*",
@@ -110,7 +111,7 @@ async def check_invalid_topics(make_url: MakeURL) -> None:
                     ) from exc
                 node.bus.off(pattern, noop)
         for node in nodes:
-            await node.bus.emit("valid.t", {"node": node.name, "n": 1})
+            await node.bus.emit("valid.t", numbered(node.name, 1))
         for node in nodes:
             spy = spies[node.name]
             await spy.expect(len(nodes), why="each node emitted one valid event")
