@@ -104,6 +104,17 @@ class CorruptingMemory(MemoryTransport):
         await super().send(event)
 
 
+class HangingMemory(MemoryTransport):
+    """Its parked receive() is not woken by aclose(): it ends only when cancelled."""
+
+    async def receive(self) -> list[DistributedEvent]:
+        try:
+            return await super().receive()
+        except anyio.EndOfStream:
+            await anyio.sleep_forever()
+            raise
+
+
 LEAKED_THREAD_RELEASE = threading.Event()
 """Set by the tests to let the threads of :class:`ThreadLeakingMemory` finish."""
 
@@ -306,6 +317,7 @@ TOYS: dict[str, type[Transport]] = {
     "reordermem": ReorderingMemory,
     "dropmem": DroppingMemory,
     "corruptmem": CorruptingMemory,
+    "hangmem": HangingMemory,
     "lagmem": LaggingMemory,
     "leakmem": ThreadLeakingMemory,
     "fdleakmem": SocketLeakingMemory,

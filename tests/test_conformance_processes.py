@@ -36,6 +36,8 @@ async def test_peer_emits_to_itself_and_reports(anyio_backend: str) -> None:
             "own": 100,
             "duplicates": 0,
             "out_of_order": 0,
+            "corrupted": 0,  # its own events' data arrived as emitted
+            "first_corrupted": "",
             "senders": {peer.id: 100},
         }
         assert report["stats"]["emitted"] == 101  # 100 events and the probe

@@ -61,6 +61,12 @@ CAUGHT = [
         r"changed the data .*: event 'once\.\w+' #\d+ from node (\w) to .* arrived changed: "
         r"data\['node'\] is '\1!' \(str\); sent '\1' \(str\)",
     ),
+    caught(
+        "hangmem",
+        "exactly_once",
+        r"problem reports this check did not provoke .* node \w: Problem \(problem\): "
+        r"HangingMemory.receive\(\) had not ended 1 s after its aclose\(\)",
+    ),
     caught("corruptmem", "order_under_load", r"#\d+ from node \w to .* arrived changed"),
     caught("lagmem", "close_flushes", r"right before aclose\(\), which must flush them"),
     caught("leakmem", "no_leaked_tasks", r"threads still alive .*'toy-leaked-thread' \(x\d\)"),

@@ -293,6 +293,7 @@ class Cluster:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.provoked: tuple[type[Problem], ...] = ()
         self.signal = Signal()
         self.nodes: list[Node] = []
         self.recorders: list[Recorder] = []
@@ -306,6 +307,10 @@ class Cluster:
         self.nodes.append(node)
         self._names[node.bus.id] = name
         return node
+
+    def provokes(self, *kinds: type[Problem]) -> None:
+        """Declare the problems this check causes on purpose; any other report fails it."""
+        self.provoked += kinds
 
     def name_of(self, sender: str) -> str:
         return self._names.get(sender) or f"sender {sender!r}"
@@ -362,6 +367,24 @@ class Cluster:
             await self._stack.__aexit__(exc_type, exc, tb)
         if exc is None:
             self.verify_data()
+            self.verify_reports()
+
+    def verify_reports(self) -> None:
+        """Fail if an error hook got a problem the check did not provoke (a close that did not
+        end, a send that failed, a bad frame when none was sent...): nothing may go wrong
+        quietly in traffic that should be clean."""
+        unexpected = [
+            f"node {node.name}: {type(problem).__name__} ({problem.kind}): {problem}"
+            for node in self.nodes
+            for problem in node.problems
+            if not isinstance(problem, self.provoked)
+        ]
+        if unexpected:
+            expected = ", ".join(kind.__name__ for kind in self.provoked) or "none"
+            raise AssertionError(
+                f"{len(unexpected)} problem reports this check did not provoke (it provokes: "
+                f"{expected}): " + "; ".join(unexpected[:5])
+            )
 
     def verify_data(self) -> None:
         """Fail if any recorder got an event whose data differs from what was sent."""

@@ -44,6 +44,7 @@ async def check_listener_errors_isolated(make_url: MakeURL, *, count: int = 5) -
     """
     url, _ = fresh_url(make_url)
     cluster = Cluster(url)
+    cluster.provokes(ListenerError)
     nodes = [cluster.node(name) for name in "ABC"]
     d = cluster.node("D", hook_raises=True)
     nodes.append(d)
@@ -139,6 +140,7 @@ async def check_typed_validation(make_url: MakeURL) -> None:
     """
     url, _ = fresh_url(make_url)
     cluster = Cluster(url)
+    cluster.provokes(InvalidEventError)
     nodes = [cluster.node("A"), cluster.node("B"), cluster.node("C", echo=False)]
     topic = "typed.t"
     typed: dict[str, list[Recorder]] = {}
@@ -216,6 +218,7 @@ async def check_garbage_frames(make_url: MakeURL) -> None:
     if not capabilities.raw_frames:
         raise CheckSkipped("the transport cannot inject raw frames (capabilities.raw_frames)")
     cluster = Cluster(url)
+    cluster.provokes(FrameDecodeError)
     a, b, c = cluster.node("A"), cluster.node("B"), cluster.node("C")
     receivers = [b, c]
     recorders = {node.name: cluster.recorder(node, "*") for node in receivers}

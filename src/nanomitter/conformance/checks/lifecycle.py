@@ -12,6 +12,7 @@ from collections.abc import Callable
 import anyio
 import anyio.lowlevel
 
+from ...core.errors import ConnectionStateChanged
 from ...core.event import DistributedEvent
 from ..harness import (
     CheckSkipped,
@@ -200,6 +201,7 @@ async def check_reconnects(make_url: MakeURL, *, restart_hub: RestartHub | None 
             "run_all(..., restart_hub=...)"
         )
     cluster = Cluster(url)
+    cluster.provokes(ConnectionStateChanged)
     nodes = [cluster.node("A"), cluster.node("B"), cluster.node("C", echo=False)]
     before = {node.name: cluster.recorder(node, "before.t") for node in nodes}
     after = {node.name: cluster.recorder(node, "after.t") for node in nodes}

@@ -63,6 +63,7 @@ async def check_bounded_queues(make_url: MakeURL, *, count: int = 30) -> None:
     """
     url, _ = fresh_url(make_url)
     cluster = Cluster(url)
+    cluster.provokes(OverflowProblem)
     a = cluster.node("A")
     queue_size, capacity = 4, 3
     b = cluster.node("B", listener_queue_size=queue_size)

@@ -11,10 +11,12 @@ import anyio
 import anyio.lowlevel
 
 from ...core.errors import (
+    InvalidEventError,
     ListenerError,
     NoResponders,
     RemoteError,
     RequestTimeout,
+    ResponderError,
 )
 from ...core.event import DistributedEvent
 from ...core.requests import Reply
@@ -175,6 +177,7 @@ async def check_request_reply(make_url: MakeURL, *, count: int = 40) -> None:
     """
     url, capabilities = fresh_url(make_url)
     cluster = Cluster(url)
+    cluster.provokes(ResponderError, InvalidEventError)  # a raising and a typed responder
     a = cluster.node("A")
     b = cluster.node("B", service="conformance-b")
     c = cluster.node("C", service="conformance-c", echo=False)
@@ -330,6 +333,7 @@ async def check_survey(make_url: MakeURL) -> None:
     """
     url, capabilities = fresh_url(make_url)
     cluster = Cluster(url)
+    cluster.provokes(ResponderError)
     a = cluster.node("A", service="svc-a")
     b = cluster.node("B", service="svc-b")
     c = cluster.node("C", service="svc-c", echo=False)
