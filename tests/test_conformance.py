@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Callable
 
+import anyio
 import pytest
 
 from nanomitter import conformance
@@ -148,3 +149,31 @@ async def test_a_hook_that_raises_must_not_silence_problems(
     monkeypatch.setattr(LogProblems, "__call__", lambda self, problem: None)
     with pytest.raises(AssertionError, match="none of its 20 ListenerErrors was logged instead"):
         await conformance.check_listener_errors_isolated(memory_urls())
+
+
+@pytest.mark.anyio
+async def test_failures_inside_task_groups_arrive_as_one_assertion_error(
+    anyio_backend: str,
+) -> None:
+    async def one(make_url: conformance.MakeURL) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fail, "event 'x' #3 never arrived")
+
+    async def fail(message: str) -> None:
+        raise AssertionError(message)
+
+    async def several(make_url: conformance.MakeURL) -> None:
+        raise ExceptionGroup(
+            "two tasks",
+            [AssertionError("node B got 2 of 3"), ExceptionGroup("inner", [ValueError("bad")])],
+        )
+
+    async def skipped(make_url: conformance.MakeURL) -> None:
+        raise ExceptionGroup("skip", [conformance.CheckSkipped("no hub to restart")])
+
+    with pytest.raises(AssertionError, match=r"^event 'x' #3 never arrived$"):
+        await conformance.Check("one", 1, "", one)(memory_urls())
+    with pytest.raises(AssertionError, match=r"^2 failures: node B got 2 of 3; ValueError: bad$"):
+        await conformance.Check("several", 1, "", several)(memory_urls())
+    with pytest.raises(conformance.CheckSkipped, match="no hub to restart"):
+        await conformance.Check("skipped", 1, "", skipped)(memory_urls())

@@ -554,8 +554,12 @@ def describe_failure(exc: BaseException) -> str:
     described = []
     for leaf in leaves:
         frames = traceback.extract_tb(leaf.__traceback__)
-        where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})"
-        described.append(f"{type(leaf).__name__}: {leaf}" + (where if frames else ""))
+        where = (
+            f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})"
+            if frames
+            else ""
+        )
+        described.append(f"{type(leaf).__name__}: {leaf}{where}")
     return "; ".join(described)
 
 

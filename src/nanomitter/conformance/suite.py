@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 from . import checks as _checks
 from .checks import RestartHub
-from .harness import CheckSkipped, MakeURL
+from .harness import CheckSkipped, MakeURL, describe_failure
 
 if TYPE_CHECKING:
     import pytest
@@ -31,10 +31,14 @@ class Check:
     needs_restart_hub: bool = False
 
     async def __call__(self, make_url: MakeURL, *, restart_hub: RestartHub | None = None) -> None:
-        if self.needs_restart_hub:
-            await self.function(make_url, restart_hub=restart_hub)
-        else:
-            await self.function(make_url)
+        """Run the check; a failure is one ``AssertionError``, even from inside task groups."""
+        try:
+            if self.needs_restart_hub:
+                await self.function(make_url, restart_hub=restart_hub)
+            else:
+                await self.function(make_url)
+        except ExceptionGroup as group:
+            raise _one_failure(group) from group
 
     def __str__(self) -> str:
         return self.name
@@ -151,6 +155,31 @@ CHECKS: tuple[Check, ...] = (
     ),
 )
 """Every check, in the order of the rules."""
+
+
+def _one_failure(group: ExceptionGroup[Exception]) -> Exception:
+    """What a check raised from inside task groups, as one readable exception: the skip if
+    that is all there is, else an ``AssertionError`` listing each failure."""
+    leaves: list[Exception] = []
+    pending: list[Exception] = [group]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, ExceptionGroup):
+            pending.extend(reversed(current.exceptions))
+        else:
+            leaves.append(current)
+    if all(isinstance(leaf, CheckSkipped) for leaf in leaves):
+        return leaves[0]
+    failures = [leaf for leaf in leaves if not isinstance(leaf, CheckSkipped)]
+    if len(failures) == 1 and isinstance(failures[0], AssertionError):
+        return failures[0]
+    return AssertionError(
+        f"{len(failures)} failures: "
+        + "; ".join(
+            str(leaf) if isinstance(leaf, AssertionError) else describe_failure(leaf)
+            for leaf in failures
+        )
+    )
 
 
 def get_check(name: str) -> Check:
