@@ -104,6 +104,21 @@ class CorruptingMemory(MemoryTransport):
         await super().send(event)
 
 
+class DeafMemory(MemoryTransport):
+    """Opens and closes like the real thing, and delivers nothing."""
+
+    async def send(self, event: DistributedEvent) -> None:
+        pass
+
+
+class SlowClosingMemory(MemoryTransport):
+    """Takes 1.5 s to close, idle or not (as if it waited on something that never comes)."""
+
+    async def aclose(self) -> None:
+        await anyio.sleep(1.5)
+        await super().aclose()
+
+
 class HangingMemory(MemoryTransport):
     """Its parked receive() is not woken by aclose(): it ends only when cancelled."""
 
@@ -318,6 +333,8 @@ TOYS: dict[str, type[Transport]] = {
     "dropmem": DroppingMemory,
     "corruptmem": CorruptingMemory,
     "hangmem": HangingMemory,
+    "deafmem": DeafMemory,
+    "slowclosemem": SlowClosingMemory,
     "lagmem": LaggingMemory,
     "leakmem": ThreadLeakingMemory,
     "fdleakmem": SocketLeakingMemory,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,6 +68,10 @@ CAUGHT = [
         r"problem reports this check did not provoke .* node \w: Problem \(problem\): "
         r"HangingMemory.receive\(\) had not ended 1 s after its aclose\(\)",
     ),
+    caught("hangmem", "connects", r"node A: Problem \(problem\): HangingMemory.receive\(\) had"),
+    caught(
+        "slowclosemem", "connects", r"idle emitter must return within 1 s: node \w took 1\.\d+ s"
+    ),
     caught("corruptmem", "order_under_load", r"#\d+ from node \w to .* arrived changed"),
     caught("lagmem", "close_flushes", r"right before aclose\(\), which must flush them"),
     caught("leakmem", "no_leaked_tasks", r"threads still alive .*'toy-leaked-thread' \(x\d\)"),
@@ -115,6 +120,30 @@ async def test_a_correct_toy_passes_the_whole_suite(anyio_backend: str) -> None:
     results = await conformance.run_all(urls("restartmem"), restart_hub=restart_memory_hub)
     skipped = {r.name for r in results if r.outcome == "skipped"}
     assert skipped == {"across_processes", "requests_across_processes"}
+
+
+@pytest.mark.anyio
+async def test_a_transport_that_delivers_nothing_fails_once_and_fast(anyio_backend: str) -> None:
+    """The first check fails within its own short deadline (not the 20 s default, which
+    stays in force here); every other check is skipped with its reason."""
+    started = time.perf_counter()
+    results = await conformance.run_all(urls("deafmem"), raise_on_failure=False)
+    assert time.perf_counter() - started < 60
+    first, *rest = results
+    assert (first.name, first.outcome) == (conformance.FIRST, "failed")
+    assert "cannot hear each other" in first.detail
+    assert {r.outcome for r in rest} == {"skipped"}
+    assert all(r.detail.startswith("not run: the first check, connects, failed") for r in rest)
+
+
+@pytest.mark.anyio
+async def test_run_check_skips_what_follows_a_failed_first_check(anyio_backend: str) -> None:
+    make_url = urls("deafmem")
+    with conformance.deadline(DEADLINE), pytest.raises(AssertionError, match="cannot hear"):
+        await conformance.run_check(conformance.get_check("connects"), make_url)
+    with pytest.raises(pytest.skip.Exception, match="not run: the first check, connects"):
+        await conformance.run_check(conformance.get_check("exactly_once"), make_url)
+    assert conformance.CHECKS[0].name == conformance.FIRST
 
 
 def test_toys_are_registered() -> None:

@@ -44,6 +44,7 @@ from .checks import (
     check_across_processes,
     check_bounded_queues,
     check_close_flushes,
+    check_connects,
     check_exactly_once,
     check_garbage_frames,
     check_invalid_topics,
@@ -67,13 +68,14 @@ from .harness import (
     current_deadline,
     deadline,
 )
-from .suite import CHECKS, Check, CheckResult, get_check, parametrize, run_all, run_check
+from .suite import CHECKS, FIRST, Check, CheckResult, get_check, parametrize, run_all, run_check
 
 __all__ = [
     "BAD_PATTERNS",
     "BAD_TOPICS",
     "CHECKS",
     "DEFAULT_DEADLINE",
+    "FIRST",
     "GOOD_PATTERNS",
     "Check",
     "CheckResult",
@@ -86,6 +88,7 @@ __all__ = [
     "check_across_processes",
     "check_bounded_queues",
     "check_close_flushes",
+    "check_connects",
     "check_exactly_once",
     "check_garbage_frames",
     "check_invalid_topics",

@@ -8,6 +8,7 @@ deadline passes the wait fails with a message that says what was still missing.
 from __future__ import annotations
 
 import itertools
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
@@ -144,6 +145,8 @@ class Node:
         self.echo = echo
         self.hook_raises = hook_raises
         self.problems: list[Problem] = []
+        self.close_seconds = 0.0
+        """How long this node's ``aclose()`` took (once it is closed)."""
         self.bus: DistributedEventEmitter = connect(
             cluster.url, echo=echo, on_error=self._report, **connect_options
         )
@@ -183,6 +186,7 @@ class Node:
         if self._state != "open":
             return
         self._state = "closed"
+        started = time.perf_counter()
         try:
             await self.bus.__aexit__(None, None, None)
         except Exception as exc:  # a task inside the emitter died (never a cancellation)
@@ -190,6 +194,8 @@ class Node:
                 f"node {self.name}'s emitter crashed: {describe_failure(exc)}; whatever "
                 "arrives (a bad frame, a peer leaving), a node must keep running and report it"
             ) from exc
+        finally:
+            self.close_seconds = time.perf_counter() - started
 
     def __str__(self) -> str:
         return f"node {self.name}"

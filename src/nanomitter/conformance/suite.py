@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -45,6 +46,13 @@ class Check:
 
 
 CHECKS: tuple[Check, ...] = (
+    Check(
+        "connects",
+        1,
+        "emitters on a fresh URL hear each other within seconds, and idle ones close "
+        "promptly (first: when it fails the other checks are skipped)",
+        _checks.check_connects,
+    ),
     Check(
         "exactly_once",
         1,
@@ -190,16 +198,55 @@ def get_check(name: str) -> Check:
     raise KeyError(f"no conformance check {name!r}; known: {', '.join(c.name for c in CHECKS)}")
 
 
+FIRST = "connects"
+"""The check that runs first; when it fails the others are skipped with its reason."""
+
+_unconnected: weakref.WeakKeyDictionary[MakeURL, str] = weakref.WeakKeyDictionary()
+"""``make_url`` -> why :data:`FIRST` failed on it (for :func:`run_check`, one check a call)."""
+
+
+def _first_failed(make_url: MakeURL) -> str | None:
+    try:
+        return _unconnected.get(make_url)
+    except TypeError:  # a callable that takes no weak reference: no memory, no skipping
+        return None
+
+
+def _remember_first(make_url: MakeURL, failure: str | None) -> None:
+    try:
+        if failure is None:
+            _unconnected.pop(make_url, None)
+        else:
+            _unconnected[make_url] = failure
+    except TypeError:
+        pass
+
+
+def _not_run(failure: str) -> str:
+    return f"not run: the first check, {FIRST}, failed on this make_url: {failure}"
+
+
 async def run_check(
     check: Check, make_url: MakeURL, *, restart_hub: RestartHub | None = None
 ) -> None:
-    """Run one check under pytest: :class:`CheckSkipped` becomes ``pytest.skip``."""
+    """Run one check under pytest: :class:`CheckSkipped` becomes ``pytest.skip``, and so does
+    every check after :data:`FIRST` failed with the same ``make_url`` (a dead transport fails
+    once, in seconds, instead of once per check after its whole deadline)."""
+    import pytest
+
+    failure = _first_failed(make_url) if check.name != FIRST else None
+    if failure is not None:
+        pytest.skip(f"{check.name}: {_not_run(failure)}")
     try:
         await check(make_url, restart_hub=restart_hub)
     except CheckSkipped as exc:
-        import pytest
-
         pytest.skip(f"{check.name}: {exc}")
+    except AssertionError as exc:
+        if check.name == FIRST:
+            _remember_first(make_url, str(exc))
+        raise
+    if check.name == FIRST:
+        _remember_first(make_url, None)
 
 
 @dataclass(frozen=True)
@@ -224,11 +271,16 @@ async def run_all(
     """Run every check in turn and return what happened to each.
 
     With ``raise_on_failure`` (the default) an ``AssertionError`` listing every failed
-    check is raised after all have run, so one call in a test is enough.
+    check is raised after all have run, so one call in a test is enough. When :data:`FIRST`
+    fails, the checks after it are skipped with its reason.
     """
     results: list[CheckResult] = []
+    first_failure: str | None = None
     for check in checks:
         started = time.perf_counter()
+        if first_failure is not None:
+            results.append(CheckResult(check.name, "skipped", _not_run(first_failure), 0.0))
+            continue
         try:
             await check(make_url, restart_hub=restart_hub)
         except CheckSkipped as exc:
@@ -236,6 +288,8 @@ async def run_all(
             detail = str(exc)
         except AssertionError as exc:
             outcome, detail = "failed", str(exc)
+            if check.name == FIRST:
+                first_failure = detail
         else:
             outcome, detail = "passed", ""
         results.append(CheckResult(check.name, outcome, detail, time.perf_counter() - started))
@@ -255,4 +309,13 @@ def parametrize(argname: str = "check") -> pytest.MarkDecorator:
     return pytest.mark.parametrize(argname, CHECKS, ids=str)
 
 
-__all__ = ["CHECKS", "Check", "CheckResult", "get_check", "parametrize", "run_all", "run_check"]
+__all__ = [
+    "CHECKS",
+    "FIRST",
+    "Check",
+    "CheckResult",
+    "get_check",
+    "parametrize",
+    "run_all",
+    "run_check",
+]

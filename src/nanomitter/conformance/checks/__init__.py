@@ -10,6 +10,7 @@ requests); everything is re-exported here.
 from __future__ import annotations
 
 from .common import Quote, RestartHub
+from .connects import CLOSE_BOUND, CONNECT_DEADLINE, check_connects
 from .delivery import (
     check_across_processes,
     check_exactly_once,
@@ -31,6 +32,8 @@ from .topics import BAD_PATTERNS, BAD_TOPICS, GOOD_PATTERNS, check_invalid_topic
 __all__ = [
     "BAD_PATTERNS",
     "BAD_TOPICS",
+    "CLOSE_BOUND",
+    "CONNECT_DEADLINE",
     "GOOD_PATTERNS",
     "Boom",
     "Quote",
@@ -39,6 +42,7 @@ __all__ = [
     "check_across_processes",
     "check_bounded_queues",
     "check_close_flushes",
+    "check_connects",
     "check_exactly_once",
     "check_garbage_frames",
     "check_invalid_topics",
