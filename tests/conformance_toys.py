@@ -104,6 +104,15 @@ class CorruptingMemory(MemoryTransport):
         await super().send(event)
 
 
+class SmallMemory(MemoryTransport):
+    """Fails with a bare RuntimeError on events over 64 KiB, though it advertises 1 MiB."""
+
+    async def send(self, event: DistributedEvent) -> None:
+        if len(MsgpackCodec().encode(event)) > 64 * 1024:
+            raise RuntimeError("message too long")
+        await super().send(event)
+
+
 class DeafMemory(MemoryTransport):
     """Opens and closes like the real thing, and delivers nothing."""
 
@@ -334,6 +343,7 @@ TOYS: dict[str, type[Transport]] = {
     "corruptmem": CorruptingMemory,
     "hangmem": HangingMemory,
     "deafmem": DeafMemory,
+    "smallmem": SmallMemory,
     "slowclosemem": SlowClosingMemory,
     "lagmem": LaggingMemory,
     "leakmem": ThreadLeakingMemory,

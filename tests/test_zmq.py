@@ -272,6 +272,26 @@ async def test_bursts_are_coalesced_and_arrive_complete_and_in_order(codec: str)
         assert b.stats().decode_errors == 0
 
 
+@pytest.mark.parametrize("codec", ["msgpack", "json"])
+async def test_coalesced_frames_stay_within_what_receivers_accept(codec: str) -> None:
+    """With max_frame_bytes=4096, a burst of 1 KiB events is packed three at a time at most:
+    a batch over the receivers' limit would be dropped whole as an oversized frame."""
+    url = tcp_url(f"?codec={codec}&max_frame_bytes=4096")
+    count = 300
+    async with nanomitter.connect(url) as a, nanomitter.connect(url) as b:
+        recorder = Recorder()
+        b.on("wide", recorder)
+        await zmq_of(b).sync_interest()
+        for n in range(count):
+            await a.emit("wide", {"n": n, "pad": "x" * 1000})
+        await recorder.wait(count)
+        assert [e.data["n"] for e in recorder.events] == list(range(count))
+        assert zmq_of(a).events_coalesced > 0  # the burst was packed, within the limit
+        assert b.stats().decode_errors == 0
+        with pytest.raises(nanomitter.EventTooLargeError, match="limit of 4096 bytes"):
+            await a.emit("wide", "x" * 4096)
+
+
 async def test_without_coalescing_each_event_is_one_frame() -> None:
     url = tcp_url("?batch=1")
     async with nanomitter.connect(url) as a, nanomitter.connect(url) as b:

@@ -61,6 +61,13 @@ CHECKS: tuple[Check, ...] = (
         _checks.check_exactly_once,
     ),
     Check(
+        "payload_sizes",
+        1,
+        "events of 1 B, 64 KiB and up to the transport's max_event_bytes arrive intact; one "
+        "over it makes emit raise EventTooLargeError naming the limit",
+        _checks.check_payload_sizes,
+    ),
+    Check(
         "order_under_load",
         2,
         "events from one emitter reach each listener in emit order (10,000 flat out)",

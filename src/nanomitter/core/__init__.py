@@ -6,6 +6,7 @@ from .emitter import DistributedEventEmitter, new_sender_id
 from .errors import (
     BusClosedError,
     ConnectionStateChanged,
+    EventTooLargeError,
     FrameDecodeError,
     InvalidEventError,
     InvalidOptionError,
@@ -38,6 +39,7 @@ __all__ = [
     "DistributedEvent",
     "DistributedEventEmitter",
     "Envelope",
+    "EventTooLargeError",
     "FrameDecodeError",
     "FrameDecoder",
     "InvalidEventError",

@@ -11,12 +11,27 @@ from typing import ClassVar
 
 import msgspec
 
-from .errors import FrameDecodeError, NanomitterError, Problem
+from .errors import EventTooLargeError, FrameDecodeError, NanomitterError, Problem
 from .event import DistributedEvent
 from .stats import Counters
 
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
-"""Frames larger than this are dropped unread and counted in ``decode_errors``."""
+"""Frames larger than this are dropped unread and counted in ``decode_errors``; senders
+refuse to send them (:func:`within_limit`)."""
+
+
+def within_limit(frame: bytes, topic: str, max_frame_bytes: int) -> bytes:
+    """``frame``, if receivers with this ``max_frame_bytes`` accept it; else raise
+    :class:`EventTooLargeError` at ``emit``, before anything is sent."""
+    if len(frame) > max_frame_bytes:
+        raise EventTooLargeError(
+            topic,
+            len(frame),
+            max_frame_bytes,
+            "raise ?max_frame_bytes= in every member's URL, or send a reference to the data",
+        )
+    return frame
+
 
 Frame = DistributedEvent | list[DistributedEvent]
 

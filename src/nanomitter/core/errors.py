@@ -116,6 +116,22 @@ class InvalidReplyError(NanomitterError, ValueError):
         )
 
 
+class EventTooLargeError(NanomitterError, ValueError):
+    """``emit`` refused an event larger than its transport carries; nothing was sent.
+
+    ``size`` is what the event encodes to, ``limit`` the transport's ``max_event_bytes``.
+    """
+
+    def __init__(self, topic: str, size: int, limit: int, remedy: str) -> None:
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"cannot emit on {topic!r}: the event encodes to {size} bytes, over this bus's "
+            f"limit of {limit} bytes; nothing was sent ({remedy})"
+        )
+
+
 class Problem(NanomitterError):
     """Something went wrong while receiving or dispatching; reported, never raised."""
 

@@ -128,6 +128,17 @@ class Transport(ABC):
         through the proxy.
         """
 
+    @property
+    def max_event_bytes(self) -> int | None:
+        """The largest event this transport carries, in encoded bytes; None: no limit it knows.
+
+        ``send`` raises :class:`~nanomitter.core.errors.EventTooLargeError` (naming the limit)
+        above it, before anything is sent; every event up to it arrives intact (the
+        conformance check ``payload_sizes`` holds a transport to both). A per-instance value,
+        not a capability: it follows URL options and, on NATS, the server's ``max_payload``.
+        """
+        return None
+
     def statistics(self) -> Mapping[str, int]:
         """Transport-level figures (buffer sizes, peers); shown next to the emitter's stats."""
         return {}

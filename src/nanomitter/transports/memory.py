@@ -15,7 +15,14 @@ from typing import ClassVar
 import anyio
 import anyio.lowlevel
 
-from ..core.codecs import CODECS, DEFAULT_MAX_FRAME_BYTES, Codec, FrameDecoder, get_codec
+from ..core.codecs import (
+    CODECS,
+    DEFAULT_MAX_FRAME_BYTES,
+    Codec,
+    FrameDecoder,
+    get_codec,
+    within_limit,
+)
 from ..core.context import TransportContext
 from ..core.errors import NanomitterError
 from ..core.event import DistributedEvent
@@ -116,7 +123,12 @@ class MemoryTransport(Transport):
         hub = self._hub
         if hub is None:
             raise anyio.ClosedResourceError
-        item: Item = event if self.codec is None else self.codec.encode(event)
+        codec = self.codec
+        item: Item = (
+            event
+            if codec is None
+            else within_limit(codec.encode(event), event.topic, self.max_frame_bytes)
+        )
         members = hub.members
         for index, member in enumerate(members):
             if member is not self and not member._inbox.push_nowait(item):
@@ -165,6 +177,11 @@ class MemoryTransport(Transport):
         self._inbox.close()
         self._inbox.clear()
         await anyio.lowlevel.checkpoint()
+
+    @property
+    def max_event_bytes(self) -> int | None:
+        """None with ``codec=none``: objects pass by reference, whatever their size."""
+        return None if self.codec is None else self.max_frame_bytes
 
     def statistics(self) -> Mapping[str, int]:
         stats = self._inbox.statistics()

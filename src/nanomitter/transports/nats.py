@@ -46,6 +46,7 @@ from ..core.codecs import MsgpackCodec
 from ..core.context import TransportContext
 from ..core.errors import (
     ConnectionStateChanged,
+    EventTooLargeError,
     FrameDecodeError,
     InvalidOptionError,
     NanomitterError,
@@ -91,7 +92,7 @@ class NoServersError(NanomitterError, ConnectionError):
     """No NATS server in the URL answered (or accepted our credentials) in time."""
 
 
-class PayloadTooLargeError(NanomitterError, ValueError):
+class PayloadTooLargeError(EventTooLargeError):
     """The encoded data is larger than the server's ``max_payload``."""
 
 
@@ -625,9 +626,11 @@ class NatsTransport(Transport):
             raise anyio.ClosedResourceError
         if len(payload) > client.max_payload:
             raise PayloadTooLargeError(
-                f"cannot emit on {event.topic!r}: {len(payload)} bytes of data exceed the "
-                f"server's max_payload of {client.max_payload} bytes (raise max_payload in "
-                "the nats-server config, or send a reference to the data instead)"
+                event.topic,
+                len(payload),
+                client.max_payload,
+                "the NATS server's max_payload: raise it in the nats-server config, or send "
+                "a reference to the data instead",
             )
         subject = self._subject_bytes(event.topic)
         if event.sender == self._sender:
@@ -644,6 +647,12 @@ class NatsTransport(Transport):
             if reply:
                 subject = b"%b %b" % (subject, self._subject_bytes(reply))
         return b"HPUB %b %d %d\r\n%b%b\r\n" % (subject, size, size + len(payload), head, payload)
+
+    @property
+    def max_event_bytes(self) -> int | None:
+        """The server's ``max_payload`` (the encoded data; headers ride outside it)."""
+        client = self.client
+        return None if client is None else client.max_payload
 
     def send_nowait(self, event: DistributedEvent) -> Awaitable[None] | None:
         command = self._command(event)

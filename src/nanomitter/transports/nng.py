@@ -26,7 +26,14 @@ import anyio
 import anyio.lowlevel
 import pynng
 
-from ..core.codecs import CODECS, DEFAULT_MAX_FRAME_BYTES, Codec, FrameDecoder, get_codec
+from ..core.codecs import (
+    CODECS,
+    DEFAULT_MAX_FRAME_BYTES,
+    Codec,
+    FrameDecoder,
+    get_codec,
+    within_limit,
+)
 from ..core.context import YIELD, TransportContext
 from ..core.errors import InvalidOptionError, NanomitterError
 from ..core.event import DistributedEvent
@@ -300,12 +307,19 @@ class NngTransport(Transport):
     # ------------------------------------------------------------------ I/O
 
     async def send(self, event: DistributedEvent) -> None:
-        pending = self._send_frame(self.codec.encode(event))
+        pending = self._send_frame(self._encode(event))
         if pending is not None:
             await pending
 
     def send_nowait(self, event: DistributedEvent) -> Awaitable[None] | None:
-        return self._send_frame(self.codec.encode(event))
+        return self._send_frame(self._encode(event))
+
+    def _encode(self, event: DistributedEvent) -> bytes:
+        return within_limit(self.codec.encode(event), event.topic, self.max_frame_bytes)
+
+    @property
+    def max_event_bytes(self) -> int:
+        return self.max_frame_bytes
 
     async def send_raw(self, frame: bytes) -> None:
         pending = self._send_frame(frame)

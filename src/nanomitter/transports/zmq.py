@@ -55,7 +55,14 @@ import zmq
 import zmq.auth
 from zmq.utils import z85
 
-from ..core.codecs import CODECS, DEFAULT_MAX_FRAME_BYTES, Codec, FrameDecoder, get_codec
+from ..core.codecs import (
+    CODECS,
+    DEFAULT_MAX_FRAME_BYTES,
+    Codec,
+    FrameDecoder,
+    get_codec,
+    within_limit,
+)
 from ..core.context import YIELD, TransportContext
 from ..core.errors import InvalidOptionError, NanomitterError, OverflowProblem, Problem
 from ..core.event import DistributedEvent
@@ -328,6 +335,9 @@ class ZmqTransport(Transport):
         self.role = role
         self.codec: Codec = get_codec(codec)
         self.max_frame_bytes = max_frame_bytes
+        # a coalesced frame (the run plus an array header, or JSON's brackets and commas)
+        # must stay within what receivers accept
+        self._batch_bytes = min(BATCH_BYTES, max_frame_bytes - batch - 8)
         self.send_hwm = send_hwm
         self.recv_hwm = recv_hwm
         self.hub_hwm = hub_hwm
@@ -622,13 +632,18 @@ class ZmqTransport(Transport):
 
     # ------------------------------------------------------------------ sending
 
+    @property
+    def max_event_bytes(self) -> int:
+        return self.max_frame_bytes
+
     async def send(self, event: DistributedEvent) -> None:
         pending = self.send_nowait(event)
         if pending is not None:
             await pending
 
     def send_nowait(self, event: DistributedEvent) -> Awaitable[None] | None:
-        frame = self.codec.encode(event)  # raises here, before anything is queued
+        # raises here, before anything is queued
+        frame = within_limit(self.codec.encode(event), event.topic, self.max_frame_bytes)
         if self._pub is None:
             raise anyio.ClosedResourceError
         if self._backlog:
@@ -650,7 +665,11 @@ class ZmqTransport(Transport):
         """Send ``frame`` now, or coalesce it with the same-topic events of this loop turn."""
         run = self._run
         if run:
-            if topic != self._run_topic or len(run) >= self.batch or self._run_bytes >= BATCH_BYTES:
+            if (
+                topic != self._run_topic
+                or len(run) >= self.batch
+                or self._run_bytes + len(frame) > self._batch_bytes
+            ):
                 self._ship_run()
                 self._run_topic = topic
             run.append(frame)

@@ -25,6 +25,7 @@ from .errors import (
 )
 from .lifecycle import check_close_flushes, check_no_leaked_tasks, check_reconnects
 from .loss import check_bounded_queues, check_loss_is_counted
+from .payloads import check_payload_sizes
 from .presence import check_presence
 from .requests import Refused, check_request_reply, check_requests_across_processes, check_survey
 from .topics import BAD_PATTERNS, BAD_TOPICS, GOOD_PATTERNS, check_invalid_topics
@@ -50,6 +51,7 @@ __all__ = [
     "check_loss_is_counted",
     "check_no_leaked_tasks",
     "check_order_under_load",
+    "check_payload_sizes",
     "check_presence",
     "check_reconnects",
     "check_registration_order",
