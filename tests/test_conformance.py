@@ -12,7 +12,8 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from nanomitter import conformance
+from nanomitter import conformance, transports
+from nanomitter.conformance.example import ExampleTransport
 from nanomitter.conformance.harness import Signal
 from nanomitter.conformance.quiet import held_logs
 from nanomitter.core.report import LogProblems
@@ -177,3 +178,15 @@ async def test_failures_inside_task_groups_arrive_as_one_assertion_error(
         await conformance.Check("several", 1, "", several)(memory_urls())
     with pytest.raises(conformance.CheckSkipped, match="no hub to restart"):
         await conformance.Check("skipped", 1, "", skipped)(memory_urls())
+
+
+@pytest.mark.anyio
+async def test_the_shipped_example_transport_passes_the_whole_suite(anyio_backend: str) -> None:
+    """docs/conformance.md's worked example, run as its docstring says."""
+    transports.register("example", ExampleTransport)
+    try:
+        results = await conformance.run_all(lambda: f"example://{uuid.uuid4().hex}")
+    finally:
+        transports.unregister("example")
+    skipped = {result.name for result in results if result.outcome == "skipped"}
+    assert skipped == {"reconnects", "across_processes", "requests_across_processes"}
