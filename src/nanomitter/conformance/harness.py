@@ -547,8 +547,8 @@ def verify_stream(
     )
 
 
-def describe_failure(exc: BaseException) -> str:
-    """The innermost exception(s) of ``exc`` with where they were raised, in one line."""
+def leaves_of(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc`` (itself if it is not a group), groups flattened, in order."""
     leaves: list[BaseException] = []
     pending = [exc]
     while pending:
@@ -557,8 +557,13 @@ def describe_failure(exc: BaseException) -> str:
             pending.extend(reversed(current.exceptions))
         else:
             leaves.append(current)
+    return leaves
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The innermost exception(s) of ``exc`` with where they were raised, in one line."""
     described = []
-    for leaf in leaves:
+    for leaf in leaves_of(exc):
         frames = traceback.extract_tb(leaf.__traceback__)
         where = (
             f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})"

@@ -6,11 +6,11 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from . import checks as _checks
 from .checks import RestartHub
-from .harness import CheckSkipped, MakeURL, describe_failure
+from .harness import CheckSkipped, MakeURL, describe_failure, leaves_of
 
 if TYPE_CHECKING:
     import pytest
@@ -175,16 +175,9 @@ CHECKS: tuple[Check, ...] = (
 def _one_failure(group: ExceptionGroup[Exception]) -> Exception:
     """What a check raised from inside task groups, as one readable exception: the skip if
     that is all there is, else an ``AssertionError`` listing each failure."""
-    leaves: list[Exception] = []
-    pending: list[Exception] = [group]
-    while pending:
-        current = pending.pop()
-        if isinstance(current, ExceptionGroup):
-            pending.extend(reversed(current.exceptions))
-        else:
-            leaves.append(current)
+    leaves = leaves_of(group)  # only Exceptions: an ExceptionGroup holds nothing else
     if all(isinstance(leaf, CheckSkipped) for leaf in leaves):
-        return leaves[0]
+        return cast(Exception, leaves[0])
     failures = [leaf for leaf in leaves if not isinstance(leaf, CheckSkipped)]
     if len(failures) == 1 and isinstance(failures[0], AssertionError):
         return failures[0]
