@@ -102,18 +102,20 @@ class RemoteError(NanomitterError):
 
 
 class InvalidReplyError(NanomitterError, ValueError):
-    """A reply did not convert to the ``type=`` given to :meth:`request`."""
+    """A reply did not convert to the ``type=`` given to :meth:`request` (``expected``), or
+    did not decode at all (``expected`` is None)."""
 
     def __init__(self, topic: str, responder: str, expected: object, detail: str) -> None:
         self.topic = topic
         self.responder = responder
         self.expected = expected
         self.detail = detail
+        who = f"responder {responder}" if responder else "a foreign responder"
+        if expected is None:  # the reply did not even decode
+            super().__init__(f"the reply on {topic!r} from {who} did not decode: {detail}")
+            return
         type_name = getattr(expected, "__name__", repr(expected))
-        super().__init__(
-            f"the reply on {topic!r} from responder {responder} is not a valid "
-            f"{type_name}: {detail}"
-        )
+        super().__init__(f"the reply on {topic!r} from {who} is not a valid {type_name}: {detail}")
 
 
 class EventTooLargeError(NanomitterError, ValueError):

@@ -59,6 +59,13 @@ ASK = "<?."
 SURVEY = "<??."
 REPLY = "<!."
 NO_RESPONDERS = 503
+FOREIGN = "foreign-"
+"""How the stand-in requester ids of foreign requests begin: a transport that answers a client
+without nanomitter itself (a plain NATS request) hands the core a request from ``foreign-N``;
+responders see ``event.sender == ""`` (our ids are 21-character nanoids: never this)."""
+UNDECODABLE = "$undecodable"
+"""A transport that got a reply it could not decode hands the core ``{UNDECODABLE: why}``:
+the request raises ``InvalidReplyError`` at once instead of timing out."""
 DEFAULT_CONCURRENCY = 64
 """Requests one async responder works on at once; beyond that it answers ``ResponderBusy``."""
 MAX_CACHED_TOPICS = 1024
@@ -443,12 +450,12 @@ class Requests:
         """A ``<?``/``<!`` event from another emitter."""
         topic = event.topic
         envelope = event.data
-        if not isinstance(envelope, dict):
-            self._bad(event, "its data is not a map")
-        elif topic.startswith(REPLY):
+        if topic.startswith(REPLY):
             if topic.startswith(self._inbox):
-                self._on_answer(event, envelope)
+                self._on_answer(event, reply_envelope(envelope))
             # else: another requester's reply (broadcast transports show every node all)
+        elif not isinstance(envelope, dict):
+            self._bad(event, "its data is not a map")
         elif topic.startswith(SURVEY):
             self._on_request(event, envelope, topic[len(SURVEY) :], survey=True)
         elif topic.startswith(ASK):
@@ -479,7 +486,8 @@ class Requests:
         if envelope.get("probe") is True:
             answer({"here": self._here()})
             return
-        self._serve(served, topic, event.sender, envelope.get("data"), answer)
+        sender = "" if event.sender.startswith(FOREIGN) else event.sender
+        self._serve(served, topic, sender, envelope.get("data"), answer)
 
     def _here(self) -> dict[str, Any]:
         """A probe's answer: our heartbeat, so the requester knows us from now on."""
@@ -657,7 +665,31 @@ def _check_timeout(timeout: float) -> None:
         raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
 
 
+ENVELOPE_KEYS = frozenset({"data", "service", "error", "here", "status", UNDECODABLE})
+"""The keys of our reply envelopes (see the module docstring)."""
+
+
+def reply_envelope(data: Any) -> dict[str, Any]:
+    """A reply's envelope: ``data`` itself when it is one of ours, else ``{"data": data}``.
+
+    A foreign responder (a plain NATS client answering ``msg.reply``, a peer in another
+    language) answers with a bare body; that body is the reply's data, never a silent None.
+    A bare answer that happens to look like our envelope (a map of only these keys, with
+    ``data``, ``error``, ``here`` or ``status``) is read as one.
+    """
+    if (
+        type(data) is dict
+        and data.keys() <= ENVELOPE_KEYS
+        and not data.keys().isdisjoint(("data", "error", "here", "status", UNDECODABLE))
+    ):
+        return data
+    return {"data": data}
+
+
 def _result(topic: str, sender: str, envelope: dict[str, Any], type: Any) -> Any:
+    undecodable = envelope.get(UNDECODABLE)
+    if undecodable is not None:
+        raise InvalidReplyError(topic, sender, None, str(undecodable))
     failure = _remote_error(topic, sender, envelope)
     if failure is not None:
         raise failure
@@ -683,6 +715,9 @@ def _reply(topic: str, sender: str, envelope: dict[str, Any]) -> Reply:
 
 def _remote_error(topic: str, sender: str, envelope: dict[str, Any]) -> RemoteError | None:
     error = envelope.get("error")
+    undecodable = envelope.get(UNDECODABLE)
+    if error is None and undecodable is not None:  # in a survey: that reply's error
+        error = {"type": "InvalidReplyError", "message": f"the reply did not decode: {undecodable}"}
     if error is None:
         return None
     service = envelope.get("service")
@@ -700,4 +735,15 @@ def _name(fn: object) -> str:
     return getattr(fn, "__qualname__", repr(fn))
 
 
-__all__ = ["ASK", "NO_RESPONDERS", "REPLY", "SURVEY", "Reply", "Requests", "reply_topic"]
+__all__ = [
+    "ASK",
+    "FOREIGN",
+    "NO_RESPONDERS",
+    "REPLY",
+    "SURVEY",
+    "UNDECODABLE",
+    "Reply",
+    "Requests",
+    "reply_envelope",
+    "reply_topic",
+]

@@ -57,11 +57,12 @@ from ..core.errors import (
 )
 from ..core.event import DistributedEvent
 from ..core.payloads import PAYLOAD_CODECS, PayloadCodec, by_content_type, get_payload_codec
-from ..core.requests import ASK, NO_RESPONDERS, REPLY, reply_topic
+from ..core.requests import ASK, NO_RESPONDERS, REPLY, UNDECODABLE, reply_topic
 from ..core.stats import Counters
 from ..core.topics import ANY, pattern_matches, validate_pattern
 from .base import MAX_BATCH, Capabilities, Transport, current_backend
 from .nats_client import BusClient
+from .nats_plain import PlainRequests
 from .registry import NATS_SCHEMES
 from .url import BusURL, redact
 
@@ -297,6 +298,7 @@ class NatsTransport(Transport):
         self._heads: dict[bytes, _Meta] = {}
         self._content_types = by_content_type()
         self._raw_meta = _Meta("", self.payload_codec)
+        self._plain = PlainRequests()
         self._overflowing = False
         # sending
         self._subjects: dict[str, bytes] = {}
@@ -632,6 +634,10 @@ class NatsTransport(Transport):
                 "the NATS server's max_payload: raise it in the nats-server config, or send "
                 "a reference to the data instead",
             )
+        if event.topic[:2] == REPLY[:2]:
+            plain = self._plain.answer(event)  # to a foreign client's msg.reply
+            if plain is not None:
+                return plain
         subject = self._subject_bytes(event.topic)
         if event.sender == self._sender:
             head = self._own_head + b"%d\r\n\r\n" % event.seq
@@ -754,19 +760,22 @@ class NatsTransport(Transport):
             if meta.status == NO_RESPONDERS_STATUS and topic.startswith(REPLY) and not data:
                 self._push(DistributedEvent(topic=topic, data={"status": NO_RESPONDERS}))
                 return
-            self._reject(meta.problem, subject, data)
+            self._reject(meta.problem, subject, data, topic, meta.sender)
             return
         if data:
             try:
                 value = codec.decode(data)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-                self._reject(f"{codec.name} body: {exc}", subject, data)
+                self._reject(f"{codec.name} body: {exc}", subject, data, topic, meta.sender)
                 return
         elif meta.declared:
             self._reject(f"empty body declared as {codec.content_type}", subject, data)
             return
         else:
             value = None
+        if reply and PlainRequests.is_plain(topic, reply, meta.sender):
+            self._push(self._plain.accept(topic, reply, value, codec))  # nc.request(...)
+            return
         self._push(DistributedEvent(topic=topic, data=value, sender=meta.sender, seq=seq))
 
     def _push(self, event: DistributedEvent) -> None:
@@ -847,10 +856,16 @@ class NatsTransport(Transport):
         a bad frame; the connection keeps reading."""
         self._reject(f"could not be handled ({type(exc).__name__}: {exc})", subject, data)
 
-    def _reject(self, reason: str, subject: bytes, data: bytes) -> None:
+    def _reject(
+        self, reason: str, subject: bytes, data: bytes, topic: str = "", sender: str = ""
+    ) -> None:
+        """Count and report a message that cannot be used. A reply to one of our requests
+        also reaches the core, so the request fails at once instead of timing out."""
         self._counters.decode_errors += 1
         where = subject.decode("utf-8", "replace")
         self._report(FrameDecodeError(f"message on {where!r}: {reason}", data))
+        if topic.startswith(REPLY):
+            self._push(DistributedEvent(topic=topic, data={UNDECODABLE: reason}, sender=sender))
 
     def _overflow(self) -> None:
         # not in counters.dropped: the sender numbered the event, so the core counts it in
