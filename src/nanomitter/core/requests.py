@@ -66,6 +66,8 @@ responders see ``event.sender == ""`` (our ids are 21-character nanoids: never t
 UNDECODABLE = "$undecodable"
 """A transport that got a reply it could not decode hands the core ``{UNDECODABLE: why}``:
 the request raises ``InvalidReplyError`` at once instead of timing out."""
+ENVELOPE_KEYS = frozenset({"data", "service", "error", "here", "status", UNDECODABLE})
+"""The keys of our reply envelopes (see the module docstring); see :func:`reply_envelope`."""
 DEFAULT_CONCURRENCY = 64
 """Requests one async responder works on at once; beyond that it answers ``ResponderBusy``."""
 MAX_CACHED_TOPICS = 1024
@@ -663,10 +665,6 @@ def _check_timeout(timeout: float) -> None:
         raise TypeError(f"timeout must be a number of seconds > 0, got {timeout!r}")
     if not timeout > 0:
         raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-
-
-ENVELOPE_KEYS = frozenset({"data", "service", "error", "here", "status", UNDECODABLE})
-"""The keys of our reply envelopes (see the module docstring)."""
 
 
 def reply_envelope(data: Any) -> dict[str, Any]:
