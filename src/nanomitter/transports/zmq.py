@@ -78,8 +78,9 @@ from .zmq_proxy import PeerCallback, Proxy, ProxyBindError, ServerCurve
 logger = logging.getLogger("nanomitter.zmq")
 ROLES = ("auto", "hub", "node")
 PROBE_PREFIX = "$nanomitter.probe."
-"""Control topic: each node subscribes to ``PROBE_PREFIX + its sender id`` and publishes
-probes there to learn that its path through the hub is live. Never reaches listeners."""
+"""Control topic: each node subscribes to ``PROBE_PREFIX + its sender id + ".N."`` and
+publishes probes there to learn that its path through the hub is live. N grows with each
+:meth:`ZmqTransport.sync_interest` (see there). Never reaches listeners."""
 PROBE_RETRY = 0.05
 """Seconds between probes while waiting for one to come back."""
 DEFAULT_HWM = 10_000
@@ -364,6 +365,7 @@ class ZmqTransport(Transport):
         self._report: Callable[[Problem], None] = lambda problem: None
         self._sender = ""
         self._probe_topic = b""
+        self._probe_generation = 0
         self._prefixes: set[bytes] = set()
         # receiving
         self._recv_lock: anyio.Lock | None = None
@@ -417,7 +419,7 @@ class ZmqTransport(Transport):
         self._counters = context.counters
         self._report = context.report
         self._sender = context.sender
-        self._probe_topic = f"{PROBE_PREFIX}{context.sender}".encode()
+        self._probe_topic = self._probe_topic_for(0)
         self._recv_lock = anyio.Lock()
         self._send_lock = anyio.Lock()
         self._call_soon = _call_soon()
@@ -437,9 +439,9 @@ class ZmqTransport(Transport):
             sub.linger = 0
             sub.rcvhwm = self.recv_hwm
             sub.maxmsgsize = self.max_frame_bytes * WIRE_CAP_FACTOR
-            sub.subscribe(self._probe_topic)
             for prefix in self._prefixes:
                 sub.subscribe(prefix)
+            sub.subscribe(self._probe_topic)  # last: its probe comes back behind them all
             pub.linger = self.linger_ms
             pub.sndhwm = self.send_hwm
             pub.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue says EAGAIN: we wait, then count
@@ -585,10 +587,32 @@ class ZmqTransport(Transport):
         """
         if self._sub is None:
             raise anyio.ClosedResourceError
+        self._next_probe_topic()
         if not await self._await_probe(self._send_probe(), self.connect_timeout):
             raise TimeoutError(
                 f"the hub at {self.address} did not answer within {self.connect_timeout} s"
             )
+
+    def _probe_topic_for(self, generation: int) -> bytes:
+        # the closing "." keeps any one of them from being a prefix of another (1 and 10)
+        return f"{PROBE_PREFIX}{self._sender}.{generation}.".encode()
+
+    def _next_probe_topic(self) -> None:
+        """Probe on a topic subscribed just now, behind every subscription before it.
+
+        A probe proves a subscription is in force at the hub only if the hub read that
+        subscription first. The SUB socket sends its subscriptions in order on one
+        connection, so a probe on a topic subscribed after them comes back only once the hub
+        has read them all; a probe topic subscribed long ago proves nothing about later ones
+        (the probe takes another connection, and under load it can overtake them).
+        """
+        sub = self._sub
+        assert sub is not None
+        old = self._probe_topic
+        self._probe_generation += 1
+        self._probe_topic = self._probe_topic_for(self._probe_generation)
+        sub.subscribe(self._probe_topic)
+        sub.unsubscribe(old)
 
     def _send_probe(self) -> int:
         """Queue a probe behind everything sent so far; return its number."""
