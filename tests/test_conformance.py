@@ -43,6 +43,7 @@ async def test_memory_conforms(check: conformance.Check, query: str, anyio_backe
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # each check runs on both above
 async def test_run_all_reports_each_check(anyio_backend: str) -> None:
     results = await conformance.run_all(memory_urls())
     outcomes = {result.name: result.outcome for result in results}
